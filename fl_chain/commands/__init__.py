@@ -1,0 +1,1 @@
+"""Sub-commands of `flchain`: each module exposes `register(subparsers)`."""
