@@ -41,3 +41,71 @@ class EnvelopeError(FlChainError):
 
 class ChainError(FlChainError):
     """The chain refused a transaction or could not be reached."""
+
+
+class InvalidModelFile(EnvelopeError):
+    """Bytes that should hold model tensors are not a safetensors file this project reads."""
+
+
+class UnsupportedTensor(UsageError):
+    """A tensor cannot be encoded: its dtype is not numeric or its name is reserved."""
+
+
+class InvalidHeader(EnvelopeError):
+    """An update header field has the wrong type or form."""
+
+
+class TamperedEnvelope(EnvelopeError):
+    """The envelope's bytes are not what its sender sealed: authentication failed."""
+
+
+class MalformedEnvelope(TamperedEnvelope):
+    """The bytes do not even parse as an envelope (truncated, wrong magic or lengths)."""
+
+
+class NotARecipient(EnvelopeError):
+    """The update was not sealed for this key, so this key cannot open it."""
+
+
+class WrongFederation(EnvelopeError):
+    """The update was sealed for another federation contract."""
+
+
+class WrongChain(EnvelopeError):
+    """The update was sealed for another chain id."""
+
+
+class WrongRound(EnvelopeError):
+    """The update was sealed for another round."""
+
+
+class WrongSender(EnvelopeError):
+    """The update's declared sender is not the account that committed it."""
+
+
+class SchemaMismatch(EnvelopeError):
+    """The update's tensors do not have the global model's names, dtypes and shapes."""
+
+
+class NonFiniteValues(EnvelopeError):
+    """A tensor in the update holds NaN or infinite values."""
+
+
+class AggregationError(FlChainError):
+    """A set of updates cannot be averaged."""
+
+
+class NoUpdates(AggregationError):
+    """There is nothing to average."""
+
+
+class DuplicateSender(AggregationError):
+    """Two updates come from the same participant."""
+
+
+class InconsistentUpdates(AggregationError):
+    """An update's tensor schema differs from the others'."""
+
+
+class InvalidCar(StoreError):
+    """A CAR archive is truncated, malformed or of an unsupported version."""

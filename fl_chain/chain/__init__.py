@@ -1,0 +1,1 @@
+"""Chain access: backends (embedded py-evm, JSON-RPC nodes), transactions, the Federation ledger."""

@@ -1,0 +1,65 @@
+"""Ethereum accounts for real chains: v3 keystore files and development mnemonics.
+
+Passwords come from an environment variable or a file, never from a command-line
+argument (which other users of the machine can read in the process list).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+
+from fl_chain.errors import UsageError
+
+Account.enable_unaudited_hdwallet_features()
+
+
+class KeystoreError(UsageError):
+    """A keystore file is missing or unreadable, or its password is wrong."""
+
+
+def read_password(*, env: str | None = None, file: Path | None = None) -> str:
+    if env:
+        if env not in os.environ:
+            raise KeystoreError(f"the keystore password variable {env} is not set")
+        return os.environ[env]
+    if file:
+        try:
+            return Path(file).read_text().rstrip("\r\n")
+        except OSError as error:
+            raise KeystoreError(f"cannot read the password file {file}: {error.strerror}") from None
+    raise KeystoreError("no keystore password given: name an environment variable or a password file")
+
+
+def load_keystore(path: Path, password: str) -> LocalAccount:
+    """Decrypts a standard v3 keystore file."""
+    try:
+        keystore = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise KeystoreError(f"keystore file {path} does not exist") from None
+    except (OSError, ValueError) as error:
+        raise KeystoreError(f"keystore file {path} is not a readable JSON keystore: {error}") from None
+    try:
+        key = Account.decrypt(keystore, password)
+    except ValueError:
+        raise KeystoreError(f"wrong password for keystore {path}") from None
+    return Account.from_key(key)
+
+
+def write_keystore(account: LocalAccount, path: Path, password: str) -> None:
+    """Writes `account` as a v3 keystore readable only by its owner."""
+    keystore = Account.encrypt(account.key, password)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        json.dump(keystore, handle)
+
+
+def mnemonic_accounts(mnemonic: str, count: int) -> list[LocalAccount]:
+    """The first `count` accounts of a development mnemonic (BIP-44 path m/44'/60'/0'/0/i)."""
+    return [Account.from_mnemonic(mnemonic, account_path=f"m/44'/60'/0'/0/{i}") for i in range(count)]

@@ -1,0 +1,50 @@
+"""Connects to a JSON-RPC node (anvil, Geth, Besu) and checks it is the chain expected."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from requests.exceptions import RequestException
+from web3 import HTTPProvider, Web3
+
+from fl_chain.chain.chain import Chain
+from fl_chain.chain.errors import ChainUnreachable, WrongChain
+
+
+def connect(url: str, *, expected_chain_id: int | None = None, timeout: float = 10.0,
+            receipt_timeout: float = 120.0) -> Chain:
+    """A `Chain` over HTTP; fails early and clearly if the node is down or on another chain."""
+    web3 = Web3(HTTPProvider(url, request_kwargs={"timeout": timeout}))
+    try:
+        chain_id = int(web3.eth.chain_id)
+    except (RequestException, OSError) as error:
+        raise ChainUnreachable(f"no Ethereum node answers at {url} ({type(error).__name__})") from None
+    if expected_chain_id is not None and chain_id != expected_chain_id:
+        raise WrongChain(f"the node at {url} serves chain {chain_id}, not the expected chain {expected_chain_id}")
+    is_dev_node = _answers(web3, "anvil_nodeInfo")
+    return Chain(
+        web3,
+        backend="rpc",
+        increase_time=(lambda seconds: _increase_time(web3, seconds)) if is_dev_node else None,
+        receipt_timeout=receipt_timeout,
+    )
+
+
+def fund(chain: Chain, addresses: Sequence[str], wei: int = 10**24) -> None:
+    """Gives accounts a balance on a development node (anvil), without a transaction."""
+    for address in addresses:
+        response = chain.web3.provider.make_request("anvil_setBalance", [address, hex(wei)])
+        if "error" in response:
+            raise WrongChain(f"cannot fund {address}: the node is not a development node ({response['error']})")
+
+
+def _answers(web3: Web3, method: str) -> bool:
+    try:
+        return "error" not in web3.provider.make_request(method, [])
+    except (RequestException, OSError, ValueError):
+        return False
+
+
+def _increase_time(web3: Web3, seconds: int) -> None:
+    web3.provider.make_request("evm_increaseTime", [int(seconds)])
+    web3.provider.make_request("evm_mine", [])

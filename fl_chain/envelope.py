@@ -1,0 +1,482 @@
+"""The sealed update envelope of the `sealed` privacy mode.
+
+A participant's tensors are encrypted once with AES-256-GCM under a fresh content key;
+that key is wrapped for each recipient (the aggregator and the validators) with X25519
+against one ephemeral key, HKDF-SHA256 and AES-256-GCM. The header (federation, chain,
+round, sender, schema, examples) stays in clear text so anyone can read it, and is
+authenticated by every wrapped key and by the payload.
+
+Byte layout (integers big-endian), version 1::
+
+    magic            4   b"FLCE"
+    version          1   1
+    header length    4   H
+    header           H   canonical JSON of `UpdateHeader`
+    recipient count  2   R >= 1
+    R times:
+      public key    32   recipient X25519 public key (sorted ascending)
+      wrapped key   48   AES-GCM(KEK_i, zero nonce, content key, AAD = wrap context)
+    ephemeral key   32   X25519 public key
+    nonce           12   payload nonce
+    ciphertext len   8   C >= 16
+    ciphertext       C   AES-GCM(content key, nonce, safetensors bytes, AAD = all bytes above)
+
+KEK_i = HKDF-SHA256(X25519(ephemeral, recipient_i), info = domain | ephemeral | recipient_i).
+The wrap context is every field above except the wrapped keys, so each recipient
+authenticates the header, the recipient list, the ephemeral key and the nonce before
+decrypting the payload. A KEK is used once (one ephemeral key per message), which is why
+a zero nonce is safe for the wrap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from eth_utils import is_checksum_address, to_checksum_address
+
+from fl_chain.codec import decode_model, encode_model, schema_hash
+from fl_chain.errors import (
+    InvalidHeader,
+    MalformedEnvelope,
+    NonFiniteValues,
+    NotARecipient,
+    SchemaMismatch,
+    TamperedEnvelope,
+    UsageError,
+    WrongChain,
+    WrongFederation,
+    WrongRound,
+    WrongSender,
+)
+
+FORMAT_VERSION = 1
+ENCODING = "safetensors"
+MAGIC = b"FLCE"
+ENVELOPE_VERSION = 1
+
+KEY_SIZE = 32
+NONCE_SIZE = 12
+TAG_SIZE = 16
+WRAPPED_KEY_SIZE = KEY_SIZE + TAG_SIZE
+MIN_RANDOMNESS = 32
+# AES-GCM in `cryptography` takes at most 2**31 - 1 bytes per call.
+MAX_PAYLOAD = 2**31 - 1 - TAG_SIZE
+
+_KEK_INFO = b"fl-chain/envelope/v1/kek"
+_SECRETS_INFO = b"fl-chain/envelope/v1/sealing-secrets"
+_WRAP_NONCE = bytes(NONCE_SIZE)
+
+
+@dataclass(frozen=True)
+class UpdateHeader:
+    """What an update claims to be; bound to the payload as associated data."""
+
+    federation: str
+    chain_id: int
+    round: int
+    sender: str
+    schema_hash: str
+    examples: int
+    format_version: int = FORMAT_VERSION
+    encoding: str = ENCODING
+
+    def __post_init__(self) -> None:
+        for name in ("federation", "sender"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not is_checksum_address(value):
+                raise InvalidHeader(
+                    f"header field {name!r} is not a checksummed address: {value!r}"
+                )
+        for name, minimum in (("chain_id", 1), ("round", 0), ("examples", 1)):
+            value = getattr(self, name)
+            if type(value) is not int or value < minimum:
+                raise InvalidHeader(
+                    f"header field {name!r} must be an integer >= {minimum}, found {value!r}"
+                )
+        digest = self.schema_hash
+        if not (
+            isinstance(digest, str) and len(digest) == 64 and set(digest) <= set("0123456789abcdef")
+        ):
+            raise InvalidHeader(
+                f"header field 'schema_hash' is not a lowercase hex SHA-256: {digest!r}"
+            )
+        if self.format_version != FORMAT_VERSION:
+            raise InvalidHeader(
+                f"update format version {self.format_version!r} is not supported "
+                f"(this build reads {FORMAT_VERSION})"
+            )
+        if self.encoding != ENCODING:
+            raise InvalidHeader(
+                f"update encoding {self.encoding!r} is not supported (expected {ENCODING!r})"
+            )
+
+    def to_bytes(self) -> bytes:
+        """Canonical form: sorted-key compact JSON in UTF-8."""
+        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> UpdateHeader:
+        """Parse a header; anything but the canonical bytes of valid fields is `InvalidHeader`,
+        so one header has exactly one byte form."""
+        try:
+            fields = json.loads(data.decode("utf-8"))
+        except ValueError as exc:
+            raise InvalidHeader(f"header is not UTF-8 JSON: {exc}") from exc
+        if not isinstance(fields, dict):
+            raise InvalidHeader(f"header is not a JSON object: {type(fields).__name__}")
+        expected = set(cls.__dataclass_fields__)
+        if set(fields) != expected:
+            raise InvalidHeader(f"header fields {sorted(fields)} differ from {sorted(expected)}")
+        header = cls(**fields)
+        if header.to_bytes() != data:
+            raise InvalidHeader("header is not in canonical form (sorted-key compact JSON)")
+        return header
+
+
+@dataclass(frozen=True)
+class ExpectedUpdate:
+    """What the chain says an update must be: the opener compares the header to it.
+
+    Addresses may be given in any case; they are kept checksummed, as headers carry them.
+    """
+
+    federation: str
+    chain_id: int
+    round: int
+    sender: str
+    schema_hash: str
+
+    def __post_init__(self) -> None:
+        for name in ("federation", "sender"):
+            value = getattr(self, name)
+            try:
+                object.__setattr__(self, name, to_checksum_address(value))
+            except (TypeError, ValueError) as exc:
+                raise UsageError(f"expected {name} {value!r} is not an Ethereum address") from exc
+
+
+@dataclass(frozen=True)
+class OpenedUpdate:
+    """An authenticated header and its decrypted, checked tensors (read-only arrays)."""
+
+    header: UpdateHeader
+    tensors: dict[str, np.ndarray]
+
+
+def seal(
+    tensors: Mapping[str, np.ndarray],
+    header: UpdateHeader,
+    recipients: Sequence[bytes],
+    randomness: bytes | None = None,
+) -> bytes:
+    """Encrypt `tensors` for every X25519 public key in `recipients`.
+
+    Without `randomness` the content key, nonce and ephemeral key come from os.urandom.
+    With `randomness` (at least 32 secret bytes, e.g. derived from the participant's
+    seed and never published) they are derived by HKDF from it and a SHA-256 of the
+    header, the recipient list and the payload. Why: a replayed run then seals
+    byte-identical envelopes and gets identical content IDs, while any distinct message
+    still gets its own keys and nonce (so AES-GCM never reuses a nonce across messages).
+    """
+    if header.schema_hash != schema_hash(tensors):
+        raise SchemaMismatch(
+            f"header declares schema {header.schema_hash} "
+            f"but the tensors have schema {schema_hash(tensors)}"
+        )
+    keys = _recipient_keys(recipients)
+    header_bytes = header.to_bytes()
+    payload = encode_model(tensors, {})
+    if len(payload) > MAX_PAYLOAD:
+        raise UsageError(
+            f"the update is {len(payload)} bytes; an envelope holds at most {MAX_PAYLOAD}"
+        )
+
+    if randomness is None:
+        secrets = os.urandom(KEY_SIZE + NONCE_SIZE + KEY_SIZE)
+    else:
+        secrets = _derived_secrets(randomness, header_bytes, keys, payload)
+    content_key = secrets[:KEY_SIZE]
+    nonce = secrets[KEY_SIZE : KEY_SIZE + NONCE_SIZE]
+    ephemeral = X25519PrivateKey.from_private_bytes(secrets[KEY_SIZE + NONCE_SIZE :])
+    ephemeral_public = ephemeral.public_key().public_bytes_raw()
+
+    wrap_context = _wrap_context(header_bytes, keys, ephemeral_public, nonce)
+    wrapped = [
+        AESGCM(_kek(_shared_secret(ephemeral, key), ephemeral_public, key)).encrypt(
+            _WRAP_NONCE, content_key, wrap_context
+        )
+        for key in keys
+    ]
+    prefix = b"".join(
+        [
+            MAGIC,
+            ENVELOPE_VERSION.to_bytes(1, "big"),
+            len(header_bytes).to_bytes(4, "big"),
+            header_bytes,
+            len(keys).to_bytes(2, "big"),
+            *(key + wrapped_key for key, wrapped_key in zip(keys, wrapped, strict=True)),
+            ephemeral_public,
+            nonce,
+            (len(payload) + TAG_SIZE).to_bytes(8, "big"),
+        ]
+    )
+    return prefix + AESGCM(content_key).encrypt(nonce, payload, prefix)
+
+
+def read_header(blob: bytes) -> UpdateHeader:
+    """The clear-text header, readable without keys (e.g. by an auditor comparing it to
+    the on-chain commitment). It is authenticated only by `open_envelope`: before that,
+    it is merely what the bytes claim."""
+    return _parse(blob).header
+
+
+def open_envelope(
+    blob: bytes, private_key: X25519PrivateKey, expected: ExpectedUpdate
+) -> OpenedUpdate:
+    """Authenticate, check against `expected` and decrypt an update.
+
+    Order: parse, find this key among the recipients, unwrap the content key (which
+    authenticates the header), compare the header to `expected` (cheap rejections before
+    decrypting a large payload), decrypt, then check the tensors' schema and values.
+    """
+    envelope = _parse(blob)
+    our_key = private_key.public_key().public_bytes_raw()
+    wrapped_key = envelope.wrapped_keys.get(our_key)
+    if wrapped_key is None:
+        raise NotARecipient(
+            f"the update from {envelope.header.sender} was sealed for "
+            f"{len(envelope.wrapped_keys)} other key(s), not for X25519 key {our_key.hex()}"
+        )
+    try:
+        shared = private_key.exchange(X25519PublicKey.from_public_bytes(envelope.ephemeral_public))
+        kek = _kek(shared, envelope.ephemeral_public, our_key)
+        content_key = AESGCM(kek).decrypt(_WRAP_NONCE, wrapped_key, envelope.wrap_context)
+    except (InvalidTag, ValueError) as exc:  # ValueError: a low-order ephemeral key
+        raise TamperedEnvelope(
+            f"the update from {envelope.header.sender} does not authenticate: its header, "
+            "recipient list, ephemeral key, nonce or wrapped key was altered"
+        ) from exc
+
+    header = envelope.header
+    _check_expected(header, expected)
+
+    try:
+        payload = AESGCM(content_key).decrypt(
+            envelope.nonce, envelope.ciphertext, envelope.authenticated
+        )
+    except InvalidTag as exc:
+        raise TamperedEnvelope(
+            f"the ciphertext of the update from {header.sender} does not authenticate: "
+            "its payload or another recipient's wrapped key was altered"
+        ) from exc
+    tensors, _ = decode_model(payload)
+    found = schema_hash(tensors)
+    if found != header.schema_hash:
+        raise SchemaMismatch(
+            f"the update from {header.sender} declares schema {header.schema_hash} "
+            f"but its tensors have schema {found}"
+        )
+    _check_finite(header.sender, tensors)
+    return OpenedUpdate(header, tensors)
+
+
+@dataclass(frozen=True)
+class _ParsedEnvelope:
+    header: UpdateHeader
+    wrapped_keys: dict[bytes, bytes]
+    ephemeral_public: bytes
+    nonce: bytes
+    wrap_context: bytes
+    authenticated: memoryview
+    ciphertext: memoryview
+
+
+class _Reader:
+    """Bounds-checked cursor over untrusted bytes."""
+
+    def __init__(self, blob: bytes) -> None:
+        self.view = memoryview(blob)
+        self.position = 0
+
+    def take(self, size: int, what: str) -> memoryview:
+        remaining = len(self.view) - self.position
+        if size > remaining:
+            raise MalformedEnvelope(
+                f"envelope truncated: {what} needs {size} bytes at offset {self.position}, "
+                f"only {remaining} remain"
+            )
+        chunk = self.view[self.position : self.position + size]
+        self.position += size
+        return chunk
+
+    def integer(self, size: int, what: str) -> int:
+        return int.from_bytes(self.take(size, what), "big")
+
+
+def _parse(blob: bytes) -> _ParsedEnvelope:
+    reader = _Reader(blob)
+    magic = bytes(reader.take(len(MAGIC), "magic"))
+    if magic != MAGIC:
+        raise MalformedEnvelope(
+            f"not an fl-chain update envelope: starts with {magic!r}, not {MAGIC!r}"
+        )
+    version = reader.integer(1, "version")
+    if version != ENVELOPE_VERSION:
+        raise MalformedEnvelope(
+            f"envelope version {version} is not supported (this build reads {ENVELOPE_VERSION})"
+        )
+    header_bytes = bytes(reader.take(reader.integer(4, "header length"), "header"))
+    try:
+        header = UpdateHeader.from_bytes(header_bytes)
+    except InvalidHeader as exc:
+        raise MalformedEnvelope(f"envelope header is invalid: {exc}") from exc
+
+    count = reader.integer(2, "recipient count")
+    if count == 0:
+        raise MalformedEnvelope("envelope has no recipients")
+    wrapped_keys: dict[bytes, bytes] = {}
+    for index in range(count):
+        key = bytes(reader.take(KEY_SIZE, f"recipient {index} key"))
+        wrapped_keys[key] = bytes(reader.take(WRAPPED_KEY_SIZE, f"recipient {index} wrapped key"))
+    if len(wrapped_keys) != count:
+        raise MalformedEnvelope("envelope lists a recipient twice")
+    ephemeral_public = bytes(reader.take(KEY_SIZE, "ephemeral key"))
+    nonce = bytes(reader.take(NONCE_SIZE, "nonce"))
+    length = reader.integer(8, "ciphertext length")
+    if not TAG_SIZE <= length <= MAX_PAYLOAD + TAG_SIZE:
+        raise MalformedEnvelope(
+            f"ciphertext length {length} is outside [{TAG_SIZE}, {MAX_PAYLOAD + TAG_SIZE}]"
+        )
+    authenticated = reader.view[: reader.position]
+    ciphertext = reader.take(length, "ciphertext")
+    if reader.position != len(reader.view):
+        raise MalformedEnvelope(
+            f"{len(reader.view) - reader.position} unexpected bytes after the ciphertext"
+        )
+    return _ParsedEnvelope(
+        header=header,
+        wrapped_keys=wrapped_keys,
+        ephemeral_public=ephemeral_public,
+        nonce=nonce,
+        wrap_context=_wrap_context(header_bytes, list(wrapped_keys), ephemeral_public, nonce),
+        authenticated=authenticated,
+        ciphertext=ciphertext,
+    )
+
+
+def _recipient_keys(recipients: Sequence[bytes]) -> list[bytes]:
+    """Recipient keys, validated and sorted so the envelope does not depend on their order."""
+    keys = sorted(bytes(key) for key in recipients)
+    if not keys:
+        raise UsageError("an update must be sealed for at least one recipient")
+    if len(set(keys)) != len(keys):
+        raise UsageError("a recipient key is listed twice")
+    if len(keys) > 0xFFFF:
+        raise UsageError(f"{len(keys)} recipients; an envelope holds at most {0xFFFF}")
+    for key in keys:
+        if len(key) != KEY_SIZE:
+            raise UsageError(
+                f"recipient key {key.hex()} is {len(key)} bytes, not a {KEY_SIZE}-byte X25519 key"
+            )
+    return keys
+
+
+def _shared_secret(ephemeral: X25519PrivateKey, recipient_public: bytes) -> bytes:
+    try:
+        return ephemeral.exchange(X25519PublicKey.from_public_bytes(recipient_public))
+    except ValueError as exc:  # a low-order point gives an all-zero secret
+        raise UsageError(
+            f"recipient key {recipient_public.hex()} is not a usable X25519 public key"
+        ) from exc
+
+
+def _wrap_context(
+    header_bytes: bytes, keys: Sequence[bytes], ephemeral_public: bytes, nonce: bytes
+) -> bytes:
+    return b"".join(
+        [
+            MAGIC,
+            ENVELOPE_VERSION.to_bytes(1, "big"),
+            len(header_bytes).to_bytes(4, "big"),
+            header_bytes,
+            len(keys).to_bytes(2, "big"),
+            *keys,
+            ephemeral_public,
+            nonce,
+        ]
+    )
+
+
+def _kek(shared_secret: bytes, ephemeral_public: bytes, recipient_public: bytes) -> bytes:
+    """Key-encryption key for one recipient, bound to both public keys."""
+    info = _KEK_INFO + ephemeral_public + recipient_public
+    return HKDF(algorithm=hashes.SHA256(), length=KEY_SIZE, salt=None, info=info).derive(
+        shared_secret
+    )
+
+
+def _derived_secrets(
+    randomness: bytes, header_bytes: bytes, keys: Sequence[bytes], payload: bytes
+) -> bytes:
+    """Content key, nonce and ephemeral key bytes bound to this exact message."""
+    if len(randomness) < MIN_RANDOMNESS:
+        raise UsageError(
+            f"sealing randomness must be at least {MIN_RANDOMNESS} bytes, got {len(randomness)}"
+        )
+    digest = hashlib.sha256()
+    digest.update(len(header_bytes).to_bytes(4, "big") + header_bytes)
+    digest.update(len(keys).to_bytes(2, "big") + b"".join(keys))
+    digest.update(payload)
+    return HKDF(
+        algorithm=hashes.SHA256(),
+        length=2 * KEY_SIZE + NONCE_SIZE,
+        salt=digest.digest(),
+        info=_SECRETS_INFO,
+    ).derive(bytes(randomness))
+
+
+def _check_expected(header: UpdateHeader, expected: ExpectedUpdate) -> None:
+    if header.federation != expected.federation:
+        raise WrongFederation(
+            f"the update from {header.sender} is for federation {header.federation}, "
+            f"expected {expected.federation}"
+        )
+    if header.chain_id != expected.chain_id:
+        raise WrongChain(
+            f"the update from {header.sender} is for chain {header.chain_id}, "
+            f"expected {expected.chain_id}"
+        )
+    if header.round != expected.round:
+        raise WrongRound(
+            f"the update from {header.sender} is for round {header.round}, "
+            f"expected {expected.round}"
+        )
+    if header.sender != expected.sender:
+        raise WrongSender(
+            f"the update declares sender {header.sender}, but {expected.sender} committed it"
+        )
+    if header.schema_hash != expected.schema_hash:
+        raise SchemaMismatch(
+            f"the update from {header.sender} has schema {header.schema_hash}, "
+            f"the global model has schema {expected.schema_hash}"
+        )
+
+
+def _check_finite(sender: str, tensors: Mapping[str, np.ndarray]) -> None:
+    for name, tensor in tensors.items():
+        if tensor.dtype.kind == "f" and not np.isfinite(tensor).all():
+            nans = int(np.isnan(tensor).sum())
+            infinities = int(np.isinf(tensor).sum())
+            raise NonFiniteValues(
+                f"tensor {name!r} from {sender} holds {nans} NaN and {infinities} infinite values"
+            )

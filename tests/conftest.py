@@ -1,0 +1,132 @@
+"""Shared fixtures: the pinned Node tools, chains on every backend, a test consortium.
+
+Tests that need Node.js or anvil skip on a machine without them, except where
+FLCHAIN_REQUIRE_TOOLS=1 (set by CI): there a missing tool fails the test instead of
+silently skipping it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from fl_chain.chain import rpc
+from fl_chain.chain.anvil import AnvilNode, find_anvil
+from fl_chain.chain.chain import Chain
+from fl_chain.chain.embedded import EmbeddedChain
+from fl_chain.chain.federation import FederationParameters, Role
+from fl_chain.chain.ledger import Ledger
+from fl_chain.errors import UsageError
+from fl_chain.identity import Identity
+from fl_chain.storage.cid import Cid
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+NODE_MODULES = REPO_ROOT / "node_modules"
+
+
+def require_tool(description: str) -> None:
+    """Skip (or, under FLCHAIN_REQUIRE_TOOLS=1, fail) because a tool is missing."""
+    message = f"{description} is not installed: run scripts/setup.sh"
+    if os.environ.get("FLCHAIN_REQUIRE_TOOLS") == "1":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def node_modules() -> Path:
+    """The repository's node_modules with the pinned npm tools, and a node to run them."""
+    if shutil.which("node") is None:
+        require_tool("Node.js")
+    if not (NODE_MODULES / "ipfs-unixfs-importer").is_dir():
+        require_tool("the npm tools (node_modules)")
+    return NODE_MODULES
+
+
+# ---------------------------------------------------------------- chains
+
+
+
+@dataclass(frozen=True)
+class Consortium:
+    """The cast of a test federation, with keys derived from a fixed test seed."""
+
+    admin: Identity
+    aggregator: Identity
+    validators: tuple[Identity, ...]
+    participants: tuple[Identity, ...]
+    outsider: Identity
+
+    @classmethod
+    def make(cls, participants: int = 5, validators: int = 3) -> Consortium:
+        derive = lambda label: Identity.derive(b"fl-chain tests", label)  # noqa: E731
+        return cls(
+            admin=derive("admin"),
+            aggregator=derive("aggregator"),
+            validators=tuple(derive(f"validator-{i}") for i in range(validators)),
+            participants=tuple(derive(f"participant-{i}") for i in range(participants)),
+            outsider=derive("outsider"),
+        )
+
+    @property
+    def everyone(self) -> list[Identity]:
+        return [self.admin, self.aggregator, *self.validators, *self.participants, self.outsider]
+
+
+def genesis_cid(label: str = "genesis") -> Cid:
+    return Cid(0x55, hashlib.sha256(label.encode()).digest())
+
+
+@pytest.fixture(scope="session")
+def consortium() -> Consortium:
+    return Consortium.make()
+
+
+@pytest.fixture(scope="session")
+def anvil_node() -> Iterator[AnvilNode]:
+    try:
+        find_anvil()
+    except UsageError:
+        require_tool("anvil")
+    with AnvilNode() as node:
+        yield node
+
+
+@pytest.fixture(params=["embedded", pytest.param("anvil", marks=pytest.mark.anvil)])
+def chain(request: pytest.FixtureRequest, tmp_path: Path, consortium: Consortium) -> Iterator[Chain]:
+    """A fresh chain on each backend, where every cast member has a balance."""
+    addresses = [identity.address for identity in consortium.everyone]
+    if request.param == "embedded":
+        embedded = EmbeddedChain.create(tmp_path / "ledger", funded=addresses)
+        connected = Chain(embedded.web3, backend="embedded", increase_time=embedded.increase_time)
+    else:
+        node = request.getfixturevalue("anvil_node")
+        connected = rpc.connect(node.url, expected_chain_id=node.chain_id)
+        rpc.fund(connected, addresses)
+    yield connected
+    connected.close()
+
+
+def deploy_federation(
+    chain: Chain, consortium: Consortium, *, quorum: int = 3, threshold: int = 2, round_duration: int = 600
+) -> Ledger:
+    """A federation with the whole consortium registered and the aggregator appointed."""
+    parameters = FederationParameters(
+        task_hash=hashlib.sha256(b"test task").digest(),
+        aggregation_rule=0,
+        quorum=quorum,
+        round_duration=round_duration,
+        attestation_threshold=threshold,
+    )
+    ledger = Ledger.deploy(chain, consortium.admin.account, parameters, genesis_cid())
+    members = [(consortium.aggregator.address, consortium.aggregator.x25519_public, Role.AGGREGATOR)]
+    members += [(v.address, v.x25519_public, Role.VALIDATOR) for v in consortium.validators]
+    members += [(p.address, p.x25519_public, Role.PARTICIPANT) for p in consortium.participants]
+    ledger.add_members(consortium.admin.account, members)
+    ledger.set_aggregator(consortium.admin.account, consortium.aggregator.address)
+    return ledger

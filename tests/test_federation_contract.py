@@ -1,0 +1,275 @@
+"""The Federation contract's rules, through the Ledger, on the embedded chain and on anvil."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+
+import pytest
+from eth_abi import encode
+from eth_utils import keccak
+
+from conftest import Consortium, deploy_federation, genesis_cid
+from fl_chain.chain.chain import Chain
+from fl_chain.chain.commitment import SignedCommitment, recover_signer
+from fl_chain.chain.errors import NotAFederation, TransactionReverted
+from fl_chain.chain.federation import Refusal, Role, RoundStatus
+from fl_chain.chain.ledger import Ledger
+from fl_chain.storage.cid import Cid
+
+
+def update_cid(label: str) -> Cid:
+    return Cid(0x70, hashlib.sha256(label.encode()).digest())
+
+
+def sign_all(ledger: Ledger, consortium: Consortium, round_number: int, attempt: int, count: int) -> list[SignedCommitment]:
+    return [
+        ledger.sign(p.account, round_number, attempt, update_cid(f"{p.address}/{round_number}"), 10 + i)
+        for i, p in enumerate(consortium.participants[:count])
+    ]
+
+
+def accept_round(ledger: Ledger, consortium: Consortium, round_number: int, base: Cid) -> Cid:
+    """Runs one complete round with three participants and two validators."""
+    state = ledger.open_round(consortium.aggregator.account, round_number, base)
+    ledger.relay(consortium.aggregator.account, sign_all(ledger, consortium, round_number, state.attempt, 3))
+    global_model = update_cid(f"global/{round_number}")
+    included = [p.address for p in consortium.participants[:3]]
+    ledger.finalize(consortium.aggregator.account, round_number, global_model, included)
+    for validator in consortium.validators[:2]:
+        ledger.attest(validator.account, round_number, global_model)
+    return global_model
+
+
+@pytest.fixture
+def ledger(chain: Chain, consortium: Consortium) -> Ledger:
+    return deploy_federation(chain, consortium)
+
+
+def test_a_full_round_is_accepted_and_auditable(ledger: Ledger, consortium: Consortium) -> None:
+    state = ledger.open_round(consortium.aggregator.account, 1, genesis_cid())
+    assert (state.status, state.attempt, state.base) == (RoundStatus.OPEN, 1, genesis_cid())
+    signed = sign_all(ledger, consortium, 1, 1, 4)
+    outcome = ledger.relay(consortium.aggregator.account, signed)
+    assert outcome.accepted == tuple(p.address for p in consortium.participants[:4])
+    assert outcome.refused == ()
+
+    records = ledger.commitments(1)
+    assert [(r.participant, r.cid, r.examples) for r in records] == [
+        (s.commitment.participant, s.commitment.cid, s.commitment.examples) for s in signed
+    ]
+    log = b"\x00" * 32  # the commitment log lets anyone prove the events are complete
+    for r in records:
+        log = keccak(encode(["bytes32", "address", "bytes32", "uint32", "uint64"],
+                            [log, r.participant, r.cid.digest, r.cid.codec, r.examples]))
+    assert ledger.round(1).commitment_log == log
+    assert sorted(ledger.committed(1)) == sorted(outcome.accepted)
+
+    global_model = update_cid("global/1")
+    included = [p.address for p in consortium.participants[:3]]
+    ledger.finalize(consortium.aggregator.account, 1, global_model, included)
+    assert ledger.round(1).status == RoundStatus.FINALIZED
+    assert sorted(ledger.included(1)) == sorted(included)
+
+    ledger.attest(consortium.validators[0].account, 1, global_model)
+    assert ledger.round(1).status == RoundStatus.FINALIZED  # threshold is two
+    ledger.attest(consortium.validators[1].account, 1, global_model)
+    assert ledger.round(1).status == RoundStatus.ACCEPTED
+    assert ledger.latest_accepted() == (1, global_model)
+    assert ledger.has_attested(1, consortium.validators[1].address)
+
+
+def test_direct_commitment_by_the_participant(ledger: Ledger, consortium: Consortium) -> None:
+    ledger.open_round(consortium.aggregator.account, 1, genesis_cid())
+    participant = consortium.participants[0]
+    ledger.commit(participant.account, 1, update_cid("direct"), 42)
+    [record] = ledger.commitments(1)
+    assert (record.participant, record.cid, record.examples) == (participant.address, update_cid("direct"), 42)
+    assert ledger.round(1).commitments == 1
+
+
+def test_non_member_commitment_is_refused(ledger: Ledger, consortium: Consortium) -> None:
+    ledger.open_round(consortium.aggregator.account, 1, genesis_cid())
+    with pytest.raises(TransactionReverted, match="is not a member with the participant role") as caught:
+        ledger.commit(consortium.outsider.account, 1, update_cid("x"), 5)
+    assert caught.value.error == "Refused"
+    signed = ledger.sign(consortium.outsider.account, 1, 1, update_cid("x"), 5)
+    outcome = ledger.relay(consortium.aggregator.account, [signed])
+    assert outcome.refused == ((consortium.outsider.address, Refusal.NOT_PARTICIPANT),)
+    assert ledger.round(1).commitments == 0
+
+
+def test_a_validator_cannot_commit_as_a_participant(ledger: Ledger, consortium: Consortium) -> None:
+    ledger.open_round(consortium.aggregator.account, 1, genesis_cid())
+    with pytest.raises(TransactionReverted, match="participant role"):
+        ledger.commit(consortium.validators[0].account, 1, update_cid("v"), 5)
+
+
+def test_late_commitment_is_refused(ledger: Ledger, consortium: Consortium, chain: Chain) -> None:
+    ledger.open_round(consortium.aggregator.account, 1, genesis_cid())
+    signed = sign_all(ledger, consortium, 1, 1, 2)
+    chain.increase_time(900)  # past the 600 s deadline, with room for block-time drift
+    with pytest.raises(TransactionReverted, match="committed after the deadline of round 1"):
+        ledger.commit(consortium.participants[0].account, 1, update_cid("late"), 5)
+    with pytest.raises(TransactionReverted, match="deadline has passed"):
+        ledger.relay(consortium.aggregator.account, signed)
+    assert ledger.round(1).commitments == 0
+
+
+def test_duplicate_commitment_is_refused(ledger: Ledger, consortium: Consortium) -> None:
+    ledger.open_round(consortium.aggregator.account, 1, genesis_cid())
+    participant = consortium.participants[0]
+    ledger.commit(participant.account, 1, update_cid("first"), 5)
+    with pytest.raises(TransactionReverted, match="already committed in round 1"):
+        ledger.commit(participant.account, 1, update_cid("second"), 5)
+    again = ledger.sign(participant.account, 1, 1, update_cid("third"), 5)
+    outcome = ledger.relay(consortium.aggregator.account, [again, *sign_all(ledger, consortium, 1, 1, 3)[1:]])
+    assert outcome.refused == ((participant.address, Refusal.ALREADY_COMMITTED),)
+    assert len(outcome.accepted) == 2
+    assert [r.cid for r in ledger.commitments(1) if r.participant == participant.address] == [update_cid("first")]
+
+
+def test_signature_replayed_on_another_round_is_refused(ledger: Ledger, consortium: Consortium) -> None:
+    base = accept_round(ledger, consortium, 1, genesis_cid())
+    ledger.open_round(consortium.aggregator.account, 2, base)
+    old = ledger.sign(consortium.participants[4].account, 1, 1, update_cid("r1"), 5)
+    replayed = dataclasses.replace(old, commitment=dataclasses.replace(old.commitment, round=2))
+    outcome = ledger.relay(consortium.aggregator.account, [replayed])
+    assert outcome.refused == ((consortium.participants[4].address, Refusal.BAD_SIGNATURE),)
+
+
+def test_signature_for_another_contract_or_chain_is_refused(
+    ledger: Ledger, consortium: Consortium, chain: Chain
+) -> None:
+    other = deploy_federation(chain, consortium)
+    ledger.open_round(consortium.aggregator.account, 1, genesis_cid())
+    participant = consortium.participants[0]
+    for_other_contract = other.sign(participant.account, 1, 1, update_cid("a"), 5)
+    assert recover_signer(for_other_contract, chain.chain_id, other.address) == participant.address
+    from fl_chain.chain.commitment import Commitment, sign_commitment
+
+    commitment = Commitment(participant.address, 1, 1, update_cid("b"), 5)
+    for_other_chain = sign_commitment(participant.account, commitment, chain.chain_id + 1, ledger.address)
+    for signed in (for_other_contract, for_other_chain):
+        outcome = ledger.relay(consortium.aggregator.account, [signed])
+        assert outcome.refused == ((participant.address, Refusal.BAD_SIGNATURE),)
+    assert ledger.round(1).commitments == 0
+
+
+def test_finalize_below_quorum_or_with_uncommitted_participant_is_refused(
+    ledger: Ledger, consortium: Consortium
+) -> None:
+    ledger.open_round(consortium.aggregator.account, 1, genesis_cid())
+    ledger.relay(consortium.aggregator.account, sign_all(ledger, consortium, 1, 1, 3))
+    committed = [p.address for p in consortium.participants[:3]]
+    with pytest.raises(TransactionReverted, match="includes 2 updates, below the quorum of 3"):
+        ledger.finalize(consortium.aggregator.account, 1, update_cid("g"), committed[:2])
+    uncommitted = consortium.participants[4]
+    index = ledger.member(uncommitted.address).index
+    with pytest.raises(TransactionReverted, match=f"member #{index} did not commit in round 1"):
+        ledger.finalize(consortium.aggregator.account, 1, update_cid("g"), [*committed, uncommitted.address])
+    with pytest.raises(TransactionReverted, match="is not the federation's current aggregator"):
+        ledger.finalize(consortium.participants[0].account, 1, update_cid("g"), committed)
+    assert ledger.round(1).status == RoundStatus.OPEN
+
+
+def test_attestation_rules(ledger: Ledger, consortium: Consortium) -> None:
+    ledger.open_round(consortium.aggregator.account, 1, genesis_cid())
+    validator = consortium.validators[0]
+    with pytest.raises(TransactionReverted, match="round 1 is not finalized"):
+        ledger.attest(validator.account, 1, update_cid("g"))
+    ledger.relay(consortium.aggregator.account, sign_all(ledger, consortium, 1, 1, 3))
+    global_model = update_cid("g")
+    ledger.finalize(consortium.aggregator.account, 1, global_model, [p.address for p in consortium.participants[:3]])
+    with pytest.raises(TransactionReverted, match="is not a member with the validator role"):
+        ledger.attest(consortium.participants[0].account, 1, global_model)
+    ledger.attest(validator.account, 1, global_model)
+    with pytest.raises(TransactionReverted, match="already attested round 1"):
+        ledger.attest(validator.account, 1, global_model)
+    # a dissenting attestation is recorded but does not count towards acceptance
+    ledger.attest(consortium.validators[1].account, 1, update_cid("another model"))
+    assert (ledger.round(1).attestations, ledger.round(1).status) == (1, RoundStatus.FINALIZED)
+    ledger.attest(consortium.validators[2].account, 1, global_model)
+    assert ledger.round(1).status == RoundStatus.ACCEPTED
+
+
+def test_rounds_start_only_from_the_accepted_model(ledger: Ledger, consortium: Consortium) -> None:
+    aggregator = consortium.aggregator.account
+    with pytest.raises(TransactionReverted, match="must start from the latest accepted model"):
+        ledger.open_round(aggregator, 1, update_cid("not genesis"))
+    with pytest.raises(TransactionReverted, match="round 2 cannot be opened: the next round is 1"):
+        ledger.open_round(aggregator, 2, genesis_cid())
+    ledger.open_round(aggregator, 1, genesis_cid())
+    ledger.relay(aggregator, sign_all(ledger, consortium, 1, 1, 3))
+    unaccepted = update_cid("g1")
+    ledger.finalize(aggregator, 1, unaccepted, [p.address for p in consortium.participants[:3]])
+    with pytest.raises(TransactionReverted, match="round 1 is still finalized"):
+        ledger.open_round(aggregator, 2, unaccepted)
+    with pytest.raises(TransactionReverted, match="is not the federation's current aggregator"):
+        ledger.open_round(consortium.outsider.account, 1, genesis_cid())
+
+
+def test_failed_round_is_reopened_as_a_new_attempt(ledger: Ledger, consortium: Consortium, chain: Chain) -> None:
+    aggregator = consortium.aggregator.account
+    ledger.open_round(aggregator, 1, genesis_cid())
+    stale = sign_all(ledger, consortium, 1, 1, 2)
+    ledger.relay(aggregator, stale)
+    with pytest.raises(TransactionReverted, match="cannot be failed before"):
+        ledger.fail_round(consortium.outsider.account, 1)
+    chain.increase_time(900)  # past the 600 s deadline, with room for block-time drift
+    ledger.fail_round(consortium.outsider.account, 1)  # anyone may fail a hopeless round
+    assert ledger.round(1).status == RoundStatus.FAILED
+
+    state = ledger.open_round(aggregator, 1, genesis_cid())
+    assert (state.attempt, state.commitments) == (2, 0)
+    assert ledger.committed(1) == []
+    with pytest.raises(TransactionReverted, match="another attempt of the round"):
+        ledger.relay(aggregator, stale)
+    outcome = ledger.relay(aggregator, sign_all(ledger, consortium, 1, 2, 3))
+    assert len(outcome.accepted) == 3
+    assert [r.participant for r in ledger.commitments(1)] == list(outcome.accepted)
+
+
+def test_membership_is_governed_by_the_admin(ledger: Ledger, consortium: Consortium) -> None:
+    admin = consortium.admin.account
+    newcomer = consortium.outsider
+    with pytest.raises(TransactionReverted, match="is not the federation's admin"):
+        ledger.add_members(newcomer.account, [(newcomer.address, newcomer.x25519_public, Role.PARTICIPANT)])
+    ledger.add_members(admin, [(newcomer.address, newcomer.x25519_public, Role.PARTICIPANT)])
+    member = ledger.member(newcomer.address)
+    assert (member.active, member.roles, member.x25519) == (True, Role.PARTICIPANT, newcomer.x25519_public)
+    with pytest.raises(TransactionReverted, match="is already a member"):
+        ledger.add_members(admin, [(newcomer.address, newcomer.x25519_public, Role.PARTICIPANT)])
+
+    removed = consortium.participants[0]
+    ledger.remove_member(admin, removed.address)
+    assert not ledger.member(removed.address).active
+    ledger.open_round(consortium.aggregator.account, 1, genesis_cid())
+    with pytest.raises(TransactionReverted, match="participant role"):
+        ledger.commit(removed.account, 1, update_cid("r"), 5)
+    ledger.commit(newcomer.account, 1, update_cid("n"), 5)
+    assert len(ledger.members()) == 2 + len(consortium.validators) + len(consortium.participants)
+
+
+def test_admin_replaces_the_aggregator(ledger: Ledger, consortium: Consortium) -> None:
+    admin = consortium.admin.account
+    successor = consortium.validators[2]
+    with pytest.raises(TransactionReverted, match="lacks the aggregator role"):
+        ledger.set_aggregator(admin, successor.address)
+    ledger.remove_member(admin, successor.address)
+    ledger.add_members(admin, [(successor.address, successor.x25519_public, Role.AGGREGATOR | Role.VALIDATOR)])
+    ledger.set_aggregator(admin, successor.address)
+    assert ledger.aggregator() == successor.address
+    with pytest.raises(TransactionReverted, match="current aggregator"):
+        ledger.open_round(consortium.aggregator.account, 1, genesis_cid())
+    assert ledger.open_round(successor.account, 1, genesis_cid()).status == RoundStatus.OPEN
+
+
+def test_parameters_and_attach(ledger: Ledger, chain: Chain, consortium: Consortium) -> None:
+    parameters = ledger.parameters()
+    assert (parameters.quorum, parameters.attestation_threshold, parameters.round_duration) == (3, 2, 600)
+    assert parameters.task_hash == hashlib.sha256(b"test task").digest()
+    assert ledger.admin() == consortium.admin.address
+    assert Ledger.attach(chain, ledger.address).parameters() == parameters
+    with pytest.raises(NotAFederation, match="no contract at"):
+        Ledger.attach(chain, consortium.outsider.address)
