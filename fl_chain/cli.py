@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from fl_chain.errors import FlChainError
-from fl_chain.commands import cid
+from fl_chain.commands import bench, cid
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -15,7 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="flchain", description="Federated learning with on-chain aggregation."
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in (cid,):
+    for command in (bench, cid):
         command.register(subparsers)
     return parser
 

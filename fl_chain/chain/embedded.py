@@ -219,6 +219,9 @@ class BlockMismatch:
     replayed: str
 
     def __str__(self) -> str:
+        if self.field == "number":
+            return (f"block {self.replayed} is missing: the journal holds block {self.recorded} in its place "
+                    "(blocks dropped or reordered)")
         return f"block {self.number}: {self.field} recorded {self.recorded}, re-executed {self.replayed}"
 
 

@@ -1,0 +1,1 @@
+"""Benchmarks that print figures; targets are reported against, never asserted on time."""

@@ -1,0 +1,68 @@
+"""Reaching real nodes: keystores, development mnemonics, unreachable or wrong chains."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fl_chain.chain import rpc
+from fl_chain.chain.accounts import KeystoreError, load_keystore, mnemonic_accounts, read_password, write_keystore
+from fl_chain.chain.anvil import DEV_MNEMONIC, AnvilNode
+from fl_chain.chain.artifacts import NAIVE_REGISTRY
+from fl_chain.chain.errors import ChainUnreachable, WrongChain
+from fl_chain.identity import Identity
+
+
+def test_keystore_round_trip_and_wrong_password(tmp_path: Path) -> None:
+    identity = Identity.derive("keystore test", "hospital")
+    path = tmp_path / "keys" / "hospital.json"
+    write_keystore(identity.account, path, "correct horse")
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert load_keystore(path, "correct horse").address == identity.address
+    with pytest.raises(KeystoreError, match=f"wrong password for keystore {path}"):
+        load_keystore(path, "battery staple")
+    with pytest.raises(KeystoreError, match="does not exist"):
+        load_keystore(tmp_path / "missing.json", "x")
+    (tmp_path / "garbage.json").write_text("not json")
+    with pytest.raises(KeystoreError, match="not a readable JSON keystore"):
+        load_keystore(tmp_path / "garbage.json", "x")
+
+
+def test_passwords_come_from_an_environment_variable_or_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLCHAIN_TEST_PASSWORD", "from env")
+    assert read_password(env="FLCHAIN_TEST_PASSWORD") == "from env"
+    (tmp_path / "password").write_text("from file\n")
+    assert read_password(file=tmp_path / "password") == "from file"
+    with pytest.raises(KeystoreError, match="FLCHAIN_UNSET_VARIABLE is not set"):
+        read_password(env="FLCHAIN_UNSET_VARIABLE")
+    with pytest.raises(KeystoreError, match="cannot read the password file"):
+        read_password(file=tmp_path / "nope")
+    with pytest.raises(KeystoreError, match="no keystore password given"):
+        read_password()
+
+
+def test_development_mnemonic_gives_anvils_accounts() -> None:
+    first, second = mnemonic_accounts(DEV_MNEMONIC, 2)
+    assert first.address == "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
+    assert second.address == "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
+
+
+def test_unreachable_node_is_a_clear_error() -> None:
+    with pytest.raises(ChainUnreachable, match="no Ethereum node answers at http://127.0.0.1:9"):
+        rpc.connect("http://127.0.0.1:9", timeout=2)
+
+
+@pytest.mark.anvil
+def test_wrong_chain_id_is_caught_before_any_transaction(anvil_node: AnvilNode) -> None:
+    with pytest.raises(WrongChain, match=f"serves chain {anvil_node.chain_id}, not the expected chain 1"):
+        rpc.connect(anvil_node.url, expected_chain_id=1)
+
+
+@pytest.mark.anvil
+def test_anvil_dev_account_can_transact(anvil_node: AnvilNode) -> None:
+    chain = rpc.connect(anvil_node.url, expected_chain_id=anvil_node.chain_id)
+    [dev] = mnemonic_accounts(DEV_MNEMONIC, 1)
+    receipt = chain.deploy(dev, NAIVE_REGISTRY.abi, NAIVE_REGISTRY.bytecode)
+    assert receipt["status"] == 1 and receipt["contractAddress"]
+    assert chain.backend == "rpc"
