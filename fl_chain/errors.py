@@ -109,3 +109,7 @@ class InconsistentUpdates(AggregationError):
 
 class InvalidCar(StoreError):
     """A CAR archive is truncated, malformed or of an unsupported version."""
+
+
+class DataError(UsageError):
+    """A participant's data cannot be used as given (unreadable, malformed or too small)."""

@@ -18,6 +18,7 @@ import pytest
 
 from fl_chain.chain import rpc
 from fl_chain.chain.anvil import AnvilNode, find_anvil
+from fl_chain.chain.bridge import RpcBridge
 from fl_chain.chain.chain import Chain
 from fl_chain.chain.embedded import EmbeddedChain
 from fl_chain.chain.federation import FederationParameters, Role
@@ -97,13 +98,18 @@ def anvil_node() -> Iterator[AnvilNode]:
         yield node
 
 
-@pytest.fixture(params=["embedded", pytest.param("anvil", marks=pytest.mark.anvil)])
+@pytest.fixture(params=["embedded", "embedded-rpc", pytest.param("anvil", marks=pytest.mark.anvil)])
 def chain(request: pytest.FixtureRequest, tmp_path: Path, consortium: Consortium) -> Iterator[Chain]:
-    """A fresh chain on each backend, where every cast member has a balance."""
+    """A fresh chain on each backend, where every cast member has a balance: the embedded
+    EVM in process, the same served over JSON-RPC (as participants reach it), and anvil."""
     addresses = [identity.address for identity in consortium.everyone]
     if request.param == "embedded":
         embedded = EmbeddedChain.create(tmp_path / "ledger", funded=addresses)
         connected = Chain(embedded.web3, backend="embedded", increase_time=embedded.increase_time)
+    elif request.param == "embedded-rpc":
+        embedded = EmbeddedChain.create(tmp_path / "ledger", funded=addresses)
+        bridge = RpcBridge(embedded.web3, increase_time=embedded.increase_time)
+        connected = rpc.connect(bridge.start(), on_close=bridge.stop)
     else:
         node = request.getfixturevalue("anvil_node")
         connected = rpc.connect(node.url, expected_chain_id=node.chain_id)

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from requests.exceptions import RequestException
 from web3 import HTTPProvider, Web3
 
+from fl_chain.chain.bridge import CLIENT_VERSION
 from fl_chain.chain.chain import Chain
 from fl_chain.chain.errors import ChainUnreachable, WrongChain
 
 
+DEVELOPMENT_NODES = ("anvil", CLIENT_VERSION)  # nodes whose clock tests may move
+
+
 def connect(url: str, *, expected_chain_id: int | None = None, timeout: float = 10.0,
-            receipt_timeout: float = 120.0) -> Chain:
+            receipt_timeout: float = 120.0, on_close: Callable[[], None] | None = None) -> Chain:
     """A `Chain` over HTTP; fails early and clearly if the node is down or on another chain."""
     web3 = Web3(HTTPProvider(url, request_kwargs={"timeout": timeout}))
     try:
@@ -21,12 +25,13 @@ def connect(url: str, *, expected_chain_id: int | None = None, timeout: float = 
         raise ChainUnreachable(f"no Ethereum node answers at {url} ({type(error).__name__})") from None
     if expected_chain_id is not None and chain_id != expected_chain_id:
         raise WrongChain(f"the node at {url} serves chain {chain_id}, not the expected chain {expected_chain_id}")
-    is_dev_node = _answers(web3, "anvil_nodeInfo")
+    is_dev_node = _client_version(web3).startswith(DEVELOPMENT_NODES)
     return Chain(
         web3,
         backend="rpc",
         increase_time=(lambda seconds: _increase_time(web3, seconds)) if is_dev_node else None,
         receipt_timeout=receipt_timeout,
+        on_close=on_close,
     )
 
 
@@ -38,11 +43,11 @@ def fund(chain: Chain, addresses: Sequence[str], wei: int = 10**24) -> None:
             raise WrongChain(f"cannot fund {address}: the node is not a development node ({response['error']})")
 
 
-def _answers(web3: Web3, method: str) -> bool:
+def _client_version(web3: Web3) -> str:
     try:
-        return "error" not in web3.provider.make_request(method, [])
+        return str(web3.provider.make_request("web3_clientVersion", []).get("result", ""))
     except (RequestException, OSError, ValueError):
-        return False
+        return ""
 
 
 def _increase_time(web3: Web3, seconds: int) -> None:

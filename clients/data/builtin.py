@@ -1,0 +1,103 @@
+"""The built-in tasks, from datasets scikit-learn ships (no download at run time).
+
+- `breast_cancer`: 569 rows, 30 tabular features, binary; standardized with federated
+  statistics (see `normalization`).
+- `digits`: 1797 8x8 grey images, 10 classes, shaped (1, 8, 8) for a CNN; pixels are
+  scaled to [0, 1] by their fixed known range 0..16, so nothing needs to be shared.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import numpy as np
+from sklearn.datasets import load_breast_cancer, load_digits
+
+from clients.data.dataset import FederatedDataset, ParticipantData
+from clients.data.normalization import standardize_federated
+from clients.data.partition import Partitioning, partition
+from clients.data.split import split_participant
+from fl_chain.errors import UsageError
+
+DIGITS_MAX_PIXEL = 16.0
+
+
+@dataclass(frozen=True)
+class _Source:
+    x: np.ndarray
+    y: np.ndarray
+    feature_names: tuple[str, ...]
+    class_names: tuple[str, ...]
+
+
+def _breast_cancer() -> _Source:
+    bunch = load_breast_cancer()
+    return _Source(bunch.data, bunch.target, tuple(bunch.feature_names), tuple(bunch.target_names))
+
+
+def _digits() -> _Source:
+    bunch = load_digits()
+    pixels = tuple(f"pixel_{row}_{col}" for row in range(8) for col in range(8))
+    return _Source(bunch.data, bunch.target, pixels, tuple(str(c) for c in bunch.target_names))
+
+
+def _scale_digits(participants: list[ParticipantData], _: tuple[str, ...]) -> list[ParticipantData]:
+    image = (-1, 1, 8, 8)
+    return [
+        replace(
+            p,
+            train_x=(p.train_x / DIGITS_MAX_PIXEL).reshape(image),
+            test_x=(p.test_x / DIGITS_MAX_PIXEL).reshape(image),
+        )
+        for p in participants
+    ]
+
+
+@dataclass(frozen=True)
+class _BuiltinTask:
+    load: Callable[[], _Source]
+    normalize: Callable[[list[ParticipantData], tuple[str, ...]], list[ParticipantData]]
+    input_shape: tuple[int, ...]
+
+
+_TASKS = {
+    "breast_cancer": _BuiltinTask(_breast_cancer, standardize_federated, (30,)),
+    "digits": _BuiltinTask(_digits, _scale_digits, (1, 8, 8)),
+}
+BUILTIN_TASKS = tuple(_TASKS)
+
+
+def load_builtin(
+    task: str,
+    *,
+    num_participants: int,
+    partitioning: Partitioning,
+    seed: int,
+    test_fraction: float = 0.2,
+) -> FederatedDataset:
+    """`task` split across `num_participants`, each with a local train/test split."""
+    if task not in _TASKS:
+        raise UsageError(f"unknown built-in task {task!r}; choose one of {BUILTIN_TASKS}")
+    builtin = _TASKS[task]
+    source = builtin.load()
+    shares = partition(source.y, num_participants, partitioning, seed)
+    participants = [
+        split_participant(
+            f"participant-{index}",
+            source.x[rows],
+            source.y[rows],
+            index=index,
+            test_fraction=test_fraction,
+            seed=seed,
+        )
+        for index, rows in enumerate(shares)
+    ]
+    return FederatedDataset(
+        task=task,
+        participants=tuple(builtin.normalize(participants, source.feature_names)),
+        num_classes=len(source.class_names),
+        input_shape=builtin.input_shape,
+        feature_names=source.feature_names,
+        class_names=source.class_names,
+    )

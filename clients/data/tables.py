@@ -1,0 +1,177 @@
+"""The `csv` task: each institution's own table, one file per participant.
+
+Files are CSV or Parquet (chosen by extension: .csv, .parquet, .pq). The rules, all
+applied per file so every error names the file it is about:
+
+- the target column must be present; rows whose target is missing are dropped, and the
+  count is logged and kept in `ParticipantData.dropped_rows`;
+- features are the listed `features`, or every other column; without a list, every file
+  must have the same columns as the first (order may differ);
+- features must be numeric (or boolean): encode text columns as numbers or leave them
+  out via `features`; missing feature values are imputed with the federated mean of the
+  training splits (see `normalization`), then everything is standardized federatedly;
+- the target is a class label, text or integer; the label vocabulary is the sorted union
+  of every participant's target values, so class indices agree across participants.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from clients.data.dataset import FederatedDataset
+from clients.data.normalization import standardize_federated
+from clients.data.split import split_participant
+from fl_chain.errors import DataError, UsageError
+
+TASK = "csv"
+READERS = {".csv": pd.read_csv, ".parquet": pd.read_parquet, ".pq": pd.read_parquet}
+
+log = logging.getLogger(__name__)
+
+
+def load_tables(
+    paths: Sequence[str | Path],
+    *,
+    target: str,
+    features: Sequence[str] | None = None,
+    seed: int,
+    test_fraction: float = 0.2,
+) -> FederatedDataset:
+    """One participant per file, in the order given, each with a local train/test split."""
+    if not paths:
+        raise UsageError("the csv task needs at least one participant file")
+    files = [Path(path) for path in paths]
+    tables = [_read(path) for path in files]
+    for path, table in zip(files, tables):
+        if target not in table.columns:
+            raise DataError(f"{path} has no target column {target!r}")
+    feature_names = _feature_names(files, tables, target, features)
+    labelled = [_drop_unlabelled(path, table, target) for path, table in zip(files, tables)]
+    features_x = [_features(path, table, feature_names) for path, table in zip(files, labelled)]
+    labels = _class_labels(files, [table[target] for table in labelled], target)
+    vocabulary = np.unique(np.concatenate(labels))
+    if len(vocabulary) < 2:
+        raise DataError(
+            f"target column {target!r} has the values {vocabulary.tolist()} across all files; "
+            "a classifier needs at least two classes"
+        )
+    participants = [
+        split_participant(
+            str(path),
+            x,
+            np.searchsorted(vocabulary, y),
+            index=index,
+            test_fraction=test_fraction,
+            seed=seed,
+            dropped_rows=len(raw) - len(table),
+        )
+        for index, (path, raw, table, x, y) in enumerate(
+            zip(files, tables, labelled, features_x, labels)
+        )
+    ]
+    return FederatedDataset(
+        task=TASK,
+        participants=tuple(standardize_federated(participants, feature_names)),
+        num_classes=len(vocabulary),
+        input_shape=(len(feature_names),),
+        feature_names=feature_names,
+        class_names=tuple(str(label) for label in vocabulary),
+    )
+
+
+def _read(path: Path) -> pd.DataFrame:
+    reader = READERS.get(path.suffix.lower())
+    if reader is None:
+        raise DataError(f"{path}: unsupported file type; use one of {sorted(READERS)}")
+    try:
+        table = reader(path)
+    except (OSError, ValueError) as exc:  # pandas and pyarrow parse errors are ValueErrors
+        raise DataError(f"cannot read {path}: {exc}") from exc
+    duplicated = sorted({str(c) for c in table.columns[table.columns.duplicated()]})
+    if duplicated:
+        raise DataError(f"{path} has duplicated columns {duplicated}")
+    return table.rename(columns=str)
+
+
+def _feature_names(
+    files: list[Path], tables: list[pd.DataFrame], target: str, features: Sequence[str] | None
+) -> tuple[str, ...]:
+    """The listed features (each file must have them), or the first file's other columns."""
+    if features is not None:
+        chosen = tuple(features)
+        if not chosen:
+            raise UsageError("`features` is empty; list at least one column or omit it")
+        if target in chosen:
+            raise UsageError(f"the target column {target!r} cannot also be a feature")
+        if len(set(chosen)) != len(chosen):
+            raise UsageError(f"`features` lists a column twice: {list(chosen)}")
+        for path, table in zip(files, tables):
+            missing = [name for name in chosen if name not in table.columns]
+            if missing:
+                raise DataError(f"{path} lacks feature column(s) {missing}")
+        return chosen
+    expected = set(tables[0].columns)
+    for path, table in zip(files[1:], tables[1:]):
+        missing, extra = sorted(expected - set(table.columns)), sorted(set(table.columns) - expected)
+        if missing or extra:
+            raise DataError(
+                f"{path} has different columns from {files[0]}: missing {missing}, extra {extra}"
+                " (pass `features` to use only the shared ones)"
+            )
+    chosen = tuple(name for name in tables[0].columns if name != target)
+    if not chosen:
+        raise DataError(f"{files[0]} has no column besides the target {target!r}")
+    return chosen
+
+
+def _drop_unlabelled(path: Path, table: pd.DataFrame, target: str) -> pd.DataFrame:
+    labelled = table[table[target].notna()]
+    dropped = len(table) - len(labelled)
+    if dropped:
+        log.warning("%s: dropped %d of %d rows with no value in target column %r",
+                    path, dropped, len(table), target)
+    return labelled
+
+
+def _features(path: Path, table: pd.DataFrame, feature_names: tuple[str, ...]) -> np.ndarray:
+    """The feature matrix (float64, NaN where missing), refusing text and infinities."""
+    for name in feature_names:
+        column = table[name]
+        if not (pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column)):
+            raise DataError(
+                f"{path}: feature column {name!r} is not numeric ({column.dtype}); "
+                "encode it as numbers or leave it out via `features`"
+            )
+    x = table[list(feature_names)].to_numpy(dtype=np.float64, na_value=np.nan)
+    infinite = [name for name, bad in zip(feature_names, np.isinf(x).any(axis=0)) if bad]
+    if infinite:
+        raise DataError(f"{path}: feature column(s) {infinite} hold infinite values")
+    return x
+
+
+def _class_labels(files: list[Path], targets: list[pd.Series], target: str) -> list[np.ndarray]:
+    """Each file's target values as integers, or else as text, comparable across files."""
+    numeric = [pd.api.types.is_numeric_dtype(values) for values in targets]
+    if any(numeric) and not all(numeric):
+        numbers, text = files[numeric.index(True)], files[numeric.index(False)]
+        raise DataError(
+            f"target column {target!r} holds numbers in {numbers} but text in {text}; "
+            "use the same labels everywhere"
+        )
+    if not all(numeric):
+        return [values.astype(str).to_numpy(dtype=np.str_) for values in targets]
+    labels = []
+    for path, values in zip(files, targets):
+        as_float = values.to_numpy(dtype=np.float64)
+        if not np.array_equal(as_float, np.round(as_float)):
+            raise DataError(
+                f"{path}: target column {target!r} holds non-integer numbers; "
+                "fl-chain trains classifiers, so the target must be class labels"
+            )
+        labels.append(as_float.astype(np.int64))
+    return labels

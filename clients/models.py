@@ -1,0 +1,91 @@
+"""The models participants train, and their exchange form: named float32 arrays.
+
+Models are chosen by input shape: flat features get a one-hidden-layer MLP, (1, H, W)
+images a small CNN. Initialization is seeded, so every participant and the aggregator
+build bit-identical round-zero weights. Tensors are named by `state_dict` key, which is
+the schema the codec and the aggregator check updates against.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from fl_chain.errors import SchemaMismatch, UsageError
+
+HIDDEN_UNITS = 32
+
+
+class TabularMLP(nn.Module):
+    """Features -> 32 ReLU units -> class logits."""
+
+    def __init__(self, features: int, num_classes: int) -> None:
+        super().__init__()
+        self.hidden = nn.Linear(features, HIDDEN_UNITS)
+        self.output = nn.Linear(HIDDEN_UNITS, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.output(torch.relu(self.hidden(x)))
+
+
+class SmallCNN(nn.Module):
+    """Two 3x3 conv + 2x2 max-pool blocks (16, 32 channels) and a linear classifier."""
+
+    def __init__(self, channels: int, height: int, width: int, num_classes: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, 16, kernel_size=3, padding=1)
+        self.conv2 = nn.Conv2d(16, 32, kernel_size=3, padding=1)
+        self.output = nn.Linear(32 * (height // 4) * (width // 4), num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = nn.functional.max_pool2d(torch.relu(self.conv1(x)), 2)
+        x = nn.functional.max_pool2d(torch.relu(self.conv2(x)), 2)
+        return self.output(torch.flatten(x, 1))
+
+
+def build_model(input_shape: Sequence[int], num_classes: int, seed: int) -> nn.Module:
+    """The task's model with weights drawn from `seed` (the global RNG is left untouched)."""
+    shape = tuple(input_shape)
+    if num_classes < 2:
+        raise UsageError(f"a classifier needs at least 2 classes, got {num_classes}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if len(shape) == 1:
+            return TabularMLP(shape[0], num_classes)
+        if len(shape) == 3 and shape[1] >= 4 and shape[2] >= 4:
+            return SmallCNN(*shape, num_classes=num_classes)
+    raise UsageError(
+        f"no model for input shape {shape}: expected (features,) or (channels, height, width)"
+        " with height and width at least 4"
+    )
+
+
+def model_weights(model: nn.Module) -> dict[str, np.ndarray]:
+    """A float32 copy of every tensor in the model's state, keyed by state_dict name."""
+    return {
+        name: tensor.detach().cpu().numpy().astype(np.float32, copy=True)
+        for name, tensor in model.state_dict().items()
+    }
+
+
+def load_weights(model: nn.Module, weights: Mapping[str, np.ndarray]) -> None:
+    """Overwrite the model's state with `weights`, which must match its names and shapes."""
+    state = model.state_dict()
+    missing = sorted(set(state) - set(weights))
+    extra = sorted(set(weights) - set(state))
+    misshapen = [
+        f"{name} {tuple(np.shape(weights[name]))} != {tuple(tensor.shape)}"
+        for name, tensor in state.items()
+        if name in weights and tuple(np.shape(weights[name])) != tuple(tensor.shape)
+    ]
+    if missing or extra or misshapen:
+        raise SchemaMismatch(
+            f"weights do not fit the model: missing {missing}, unexpected {extra}, "
+            f"wrong shape {misshapen}"
+        )
+    model.load_state_dict(
+        {name: torch.tensor(np.asarray(weights[name]), dtype=state[name].dtype) for name in state}
+    )
