@@ -1,0 +1,277 @@
+"""The round protocol, top to bottom: open, commit, collect, aggregate, finalize, attest.
+
+One module for every role, so a newcomer reads a round in order:
+
+1. the aggregator **opens** round r on the latest accepted global model (`open_round`);
+2. each participant fetches that model by its on-chain CID, trains, **commits**: seals
+   its update for the aggregator and the validators, stores it, and signs a commitment
+   (`fetch_global_model`, `commit_update`);
+3. the aggregator relays the signed commitments, then **collects** the updates by the
+   CIDs the chain recorded, never by what a transport handed it (`relay`, `collect`);
+4. it **aggregates** deterministically, stores the global model and **finalizes** the
+   round with the included set (`aggregate`, `finalize`);
+5. validators re-compute the aggregate from the chain and the store and **attest** the
+   CID they get; k equal attestations make the model accepted (`recompute`, `attest`).
+
+Nothing here knows how messages travel (Flower, or anything else).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from fl_chain.aggregation import WeightedUpdate, federated_average
+from fl_chain.chain.commitment import SignedCommitment
+from fl_chain.chain.federation import CommitmentRecord, RelayOutcome, Role, RoundStatus
+from fl_chain.chain.ledger import Ledger
+from fl_chain.codec import decode_model, encode_model, schema_hash
+from fl_chain.envelope import ExpectedUpdate, UpdateHeader, open_envelope, seal
+from fl_chain.errors import EnvelopeError, FlChainError, StoreError
+from fl_chain.identity import Identity
+from fl_chain.storage.blockstore import ContentStore
+from fl_chain.storage.cid import Cid
+from fl_chain.storage.unixfs import cid_of
+
+Tensors = Mapping[str, np.ndarray]
+GLOBAL_MODEL_FORMAT = "1"
+
+
+class ProtocolError(FlChainError):
+    """A party's view of a round disagrees with the chain."""
+
+
+@dataclass(frozen=True)
+class Federation:
+    """The two shared facts every role works against: the contract and the content store."""
+
+    ledger: Ledger
+    store: ContentStore
+
+    @property
+    def address(self) -> str:
+        return self.ledger.address
+
+    @property
+    def chain_id(self) -> int:
+        return self.ledger.chain.chain_id
+
+
+@dataclass(frozen=True)
+class RoundTicket:
+    """What the aggregator announces to participants; each checks it against the chain."""
+
+    round: int
+    attempt: int
+    base: Cid
+    deadline: int
+
+
+@dataclass(frozen=True)
+class Exclusion:
+    """A committed update left out of the aggregate, with the reason (for metrics and audit)."""
+
+    participant: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class CollectedUpdates:
+    updates: tuple[WeightedUpdate, ...]
+    exclusions: tuple[Exclusion, ...]
+
+    @property
+    def included(self) -> list[str]:
+        return [update.sender for update in self.updates]
+
+
+# ---------------------------------------------------------------- global models
+
+
+def encode_global_model(federation: Federation, round_number: int, tensors: Tensors) -> bytes:
+    """The global model file: safetensors whose header names the federation and round."""
+    metadata = {
+        "fl-chain.kind": "global-model",
+        "fl-chain.format": GLOBAL_MODEL_FORMAT,
+        "fl-chain.federation": federation.address,
+        "fl-chain.chain-id": str(federation.chain_id),
+        "fl-chain.round": str(round_number),
+        "fl-chain.schema": schema_hash(tensors),
+    }
+    return encode_model(tensors, metadata)
+
+
+def publish_genesis_model(store: ContentStore, tensors: Tensors) -> Cid:
+    """Round 0's model is stored before the federation exists, so it names no federation."""
+    cid = store.put(encode_model(tensors, {"fl-chain.kind": "genesis-model", "fl-chain.format": GLOBAL_MODEL_FORMAT}))
+    store.pin(cid)
+    return cid
+
+
+def load_model(store: ContentStore, cid: Cid) -> dict[str, np.ndarray]:
+    """A model by CID; the store verifies the bytes against the CID."""
+    tensors, _ = decode_model(store.get(cid))
+    return tensors
+
+
+# ---------------------------------------------------------------- 1. open
+
+
+def open_round(federation: Federation, aggregator: Identity, round_number: int) -> RoundTicket:
+    _, base = federation.ledger.latest_accepted()
+    state = federation.ledger.open_round(aggregator.account, round_number, base)
+    return RoundTicket(round_number, state.attempt, base, state.deadline)
+
+
+# ---------------------------------------------------------------- 2. commit (participant)
+
+
+def fetch_global_model(federation: Federation, ticket: RoundTicket) -> dict[str, np.ndarray]:
+    """The model to train from, after checking the announcement against the chain."""
+    state = federation.ledger.round(ticket.round)
+    if state.status != RoundStatus.OPEN or state.attempt != ticket.attempt:
+        raise ProtocolError(
+            f"round {ticket.round} attempt {ticket.attempt} was announced, but on chain the round is "
+            f"{state.status.name.lower()} at attempt {state.attempt}"
+        )
+    if state.base != ticket.base:
+        raise ProtocolError(
+            f"round {ticket.round} was announced on model {ticket.base}, but the chain says it starts from {state.base}"
+        )
+    return load_model(federation.store, ticket.base)
+
+
+def update_recipients(federation: Federation) -> list[bytes]:
+    """X25519 keys that may open updates: the current aggregator's and every validator's."""
+    aggregator = federation.ledger.aggregator()
+    keys = {
+        member.x25519
+        for member in federation.ledger.members()
+        if member.active and (member.address == aggregator or Role.VALIDATOR in member.roles)
+    }
+    return sorted(keys)
+
+
+def sealing_randomness(identity: Identity) -> bytes:
+    """Secret, per-participant randomness for sealing, so that a re-run with the same keys
+    produces byte-identical envelopes (and CIDs) while content keys stay unique per message."""
+    return hmac.new(bytes(identity.account.key), b"fl-chain/sealing-randomness/v1", hashlib.sha256).digest()
+
+
+def commit_update(
+    federation: Federation,
+    participant: Identity,
+    ticket: RoundTicket,
+    tensors: Tensors,
+    examples: int,
+) -> SignedCommitment:
+    """Seals, stores and signs an update; returns the receipt the aggregator relays."""
+    header = UpdateHeader(
+        federation=federation.address,
+        chain_id=federation.chain_id,
+        round=ticket.round,
+        sender=participant.address,
+        schema_hash=schema_hash(tensors),
+        examples=examples,
+    )
+    blob = seal(tensors, header, update_recipients(federation), sealing_randomness(participant))
+    cid = federation.store.put(blob)
+    federation.store.pin(cid)
+    return federation.ledger.sign(participant.account, ticket.round, ticket.attempt, cid, examples)
+
+
+# ---------------------------------------------------------------- 3. relay and collect (aggregator)
+
+
+def relay(federation: Federation, relayer: Identity, receipts: Iterable[SignedCommitment]) -> RelayOutcome | None:
+    """Relays receipts in address order (so the ledger does not depend on arrival order)."""
+    ordered = sorted(receipts, key=lambda signed: int(signed.commitment.participant, 16))
+    return federation.ledger.relay(relayer.account, ordered) if ordered else None
+
+
+def collect(
+    federation: Federation,
+    opener: X25519PrivateKey,
+    round_number: int,
+    base_model: Tensors,
+    only: Iterable[str] | None = None,
+) -> CollectedUpdates:
+    """Fetches and opens the updates the chain says were committed in this round.
+
+    An update that cannot be fetched or opened is excluded with its reason, not fatal:
+    one participant's bad blob must not stop the round.
+    """
+    wanted = {address.lower() for address in only} if only is not None else None
+    expected_schema = schema_hash(base_model)
+    updates, exclusions = [], []
+    for record in federation.ledger.commitments(round_number):
+        if wanted is not None and record.participant.lower() not in wanted:
+            continue
+        try:
+            updates.append(_open_committed(federation, opener, record, expected_schema))
+        except (StoreError, EnvelopeError, ProtocolError) as error:
+            exclusions.append(Exclusion(record.participant, str(error)))
+    return CollectedUpdates(tuple(updates), tuple(exclusions))
+
+
+def _open_committed(
+    federation: Federation, opener: X25519PrivateKey, record: CommitmentRecord, expected_schema: str
+) -> WeightedUpdate:
+    expected = ExpectedUpdate(
+        federation=federation.address,
+        chain_id=federation.chain_id,
+        round=record.round,
+        sender=record.participant,
+        schema_hash=expected_schema,
+    )
+    opened = open_envelope(federation.store.get(record.cid), opener, expected)
+    if opened.header.examples != record.examples:
+        raise ProtocolError(
+            f"update of {record.participant} claims {opened.header.examples} examples, "
+            f"its commitment {record.examples}"
+        )
+    return WeightedUpdate(record.participant, record.examples, opened.tensors)
+
+
+# ---------------------------------------------------------------- 4. aggregate and finalize
+
+
+def aggregate(federation: Federation, round_number: int, collected: CollectedUpdates) -> tuple[dict[str, np.ndarray], Cid]:
+    """Deterministic FedAvg of the collected updates, stored as the round's global model."""
+    tensors = federated_average(collected.updates)
+    cid = federation.store.put(encode_global_model(federation, round_number, tensors))
+    federation.store.pin(cid)
+    return tensors, cid
+
+
+def finalize(federation: Federation, aggregator: Identity, round_number: int, global_model: Cid, included: Sequence[str]) -> None:
+    federation.ledger.finalize(aggregator.account, round_number, global_model, included)
+
+
+# ---------------------------------------------------------------- 5. validate and attest
+
+
+def recompute(federation: Federation, validator: Identity, round_number: int) -> Cid:
+    """Re-computes a finalized round from the chain and the store alone.
+
+    The validator trusts nothing the aggregator said: it reads the included set and the
+    commitments from the chain, opens the updates with its own key, and averages them.
+    """
+    state = federation.ledger.round(round_number)
+    if state.status not in (RoundStatus.FINALIZED, RoundStatus.ACCEPTED) or state.base is None:
+        raise ProtocolError(f"round {round_number} is {state.status.name.lower()}, not finalized: nothing to validate")
+    included = federation.ledger.included(round_number)
+    collected = collect(federation, validator.x25519_private, round_number, load_model(federation.store, state.base), included)
+    if collected.exclusions:
+        reasons = "; ".join(f"{e.participant}: {e.reason}" for e in collected.exclusions)
+        raise ProtocolError(f"round {round_number} includes updates that do not open: {reasons}")
+    return cid_of(encode_global_model(federation, round_number, federated_average(collected.updates)))
+
+
+def attest(federation: Federation, validator: Identity, round_number: int, global_model: Cid) -> None:
+    federation.ledger.attest(validator.account, round_number, global_model)
