@@ -75,7 +75,7 @@ def test_a_tampered_update_is_excluded_with_its_reason(tmp_path: Path) -> None:
     federation, consortium = found(tmp_path)
     collected, _, _ = train_round(federation, consortium, 1, corrupt=2)
     assert [e.participant for e in collected.exclusions] == [consortium.participants[2].address]
-    assert "is corrupted: its bytes hash to" in collected.exclusions[0].reason
+    assert "is corrupted: its stored bytes hash to" in collected.exclusions[0].reason
     assert len(collected.included) == 3
     assert federation.ledger.round(1).status == RoundStatus.ACCEPTED
 
