@@ -1,10 +1,16 @@
-"""The `flchain` command: dispatches to sub-commands and shows expected errors once."""
+"""The `flchain` command: dispatches to sub-commands and shows expected errors once.
+
+Commands that need more than the library (`flchain run` drives Flower) are plugged in
+through the `flchain.commands` entry-point group, so `fl_chain` itself never imports
+Flower.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from collections.abc import Sequence
+from importlib.metadata import entry_points
 
 from fl_chain.errors import FlChainError
 from fl_chain.commands import bench, cid
@@ -17,11 +23,18 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in (bench, cid):
         command.register(subparsers)
+    for plugin in entry_points(group="flchain.commands"):
+        plugin.load()(subparsers)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        if not getattr(args, "passes_unknown_arguments", False):
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        args.overrides = [*args.overrides, *unknown]
     try:
         return int(args.handler(args) or 0)
     except FlChainError as error:

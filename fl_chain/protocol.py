@@ -37,6 +37,7 @@ from fl_chain.identity import Identity
 from fl_chain.storage.blockstore import ContentStore
 from fl_chain.storage.cid import Cid
 from fl_chain.storage.unixfs import cid_of
+from fl_chain.timing import Stopwatch, timed
 
 Tensors = Mapping[str, np.ndarray]
 GLOBAL_MODEL_FORMAT = "1"
@@ -169,8 +170,11 @@ def commit_update(
     ticket: RoundTicket,
     tensors: Tensors,
     examples: int,
+    stopwatch: Stopwatch | None = None,
 ) -> SignedCommitment:
     """Seals, stores and signs an update; returns the receipt the aggregator relays."""
+    with timed(stopwatch, "recipients"):
+        recipients = update_recipients(federation)
     header = UpdateHeader(
         federation=federation.address,
         chain_id=federation.chain_id,
@@ -179,10 +183,13 @@ def commit_update(
         schema_hash=schema_hash(tensors),
         examples=examples,
     )
-    blob = seal(tensors, header, update_recipients(federation), sealing_randomness(participant))
-    cid = federation.store.put(blob)
-    federation.store.pin(cid)
-    return federation.ledger.sign(participant.account, ticket.round, ticket.attempt, cid, examples)
+    with timed(stopwatch, "seal"):
+        blob = seal(tensors, header, recipients, sealing_randomness(participant))
+    with timed(stopwatch, "store"):
+        cid = federation.store.put(blob)
+        federation.store.pin(cid)
+    with timed(stopwatch, "sign"):
+        return federation.ledger.sign(participant.account, ticket.round, ticket.attempt, cid, examples)
 
 
 # ---------------------------------------------------------------- 3. relay and collect (aggregator)
@@ -273,5 +280,6 @@ def recompute(federation: Federation, validator: Identity, round_number: int) ->
     return cid_of(encode_global_model(federation, round_number, federated_average(collected.updates)))
 
 
-def attest(federation: Federation, validator: Identity, round_number: int, global_model: Cid) -> None:
-    federation.ledger.attest(validator.account, round_number, global_model)
+def attest(federation: Federation, validator: Identity, round_number: int, global_model: Cid) -> int:
+    """Attests the validator's own result on chain; returns the gas it cost."""
+    return int(federation.ledger.attest(validator.account, round_number, global_model)["gasUsed"])

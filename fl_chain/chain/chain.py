@@ -51,6 +51,7 @@ class Chain:
         self._increase_time = increase_time
         self._on_close = on_close
         self._nonces: dict[str, int] = {}
+        self.gas_used = 0  # by every transaction this process sent, for cost reporting
         self._lock = threading.Lock()
 
     def transact(
@@ -112,6 +113,7 @@ class Chain:
                 f"transaction {tx_hash.hex()} from {sender.address} was not mined within "
                 f"{self.receipt_timeout:.0f} s"
             ) from None
+        self.gas_used += int(receipt["gasUsed"])
         if receipt["status"] != 1:
             raise TransactionReverted(
                 f"transaction {tx_hash.hex()} reverted in block {receipt['blockNumber']} "

@@ -1,0 +1,1 @@
+"""The aggregator's side: the Flower ServerApp, the on-chain strategy, and the launcher."""

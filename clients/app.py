@@ -1,0 +1,138 @@
+"""The Flower ClientApp: a participant (and, for some, a validator) of the federation.
+
+A thin adapter: Flower carries the round's announcement in and the signed receipt out;
+everything that matters happens through `fl_chain.protocol` against the chain and the
+content store. Model weights never travel in Flower messages, only CIDs.
+
+Message types:
+- `query.hello`: say which participant this node is (its address);
+- `train`: fetch the round's model by CID, check it against the chain, train, seal,
+  store, sign; reply with the receipt;
+- `query.attest`: re-compute a finalized round from chain and store, attest on chain;
+- `evaluate`: score the latest accepted model on the local test split.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from clients.models import build_model, load_weights, model_weights
+from clients.seeding import derive_seed
+from clients.settings import RunSettings, load_dataset
+from clients.training import evaluate, train
+from fl_chain import protocol
+from fl_chain.chain import rpc
+from fl_chain.chain.ledger import Ledger
+from fl_chain.consortium import SimulatedConsortium
+from fl_chain.identity import Identity
+from fl_chain.protocol import Federation, RoundTicket
+from fl_chain.storage.blockstore import LocalStore
+from fl_chain.storage.cid import Cid
+from fl_chain.timing import Stopwatch
+
+app = ClientApp()
+
+
+@dataclass(frozen=True)
+class Node:
+    """This node's participant: its keys, its data index, and its view of the federation."""
+
+    index: int
+    identity: Identity
+    federation: Federation
+    settings: RunSettings
+
+
+@lru_cache(maxsize=8)
+def _node(settings_json: str, index: int) -> Node:
+    settings = RunSettings.from_json(settings_json)
+    consortium = SimulatedConsortium.derive(settings.seed, settings.num_participants, settings.num_validators)
+    chain = rpc.connect(settings.chain_url)
+    federation = Federation(Ledger.attach(chain, settings.contract), LocalStore(settings.store_dir))
+    return Node(index, consortium.participants[index], federation, settings)
+
+
+def _node_of(message: Message, context: Context) -> Node:
+    return _node(str(message.content["config"]["settings"]), int(context.node_config["partition-id"]))
+
+
+def _reply(message: Message, **records: ConfigRecord | MetricRecord) -> Message:
+    return Message(RecordDict(records), reply_to=message)
+
+
+@app.query("hello")
+def hello(message: Message, context: Context) -> Message:
+    node = _node_of(message, context)
+    return _reply(message, identity=ConfigRecord({"address": node.identity.address, "index": node.index}))
+
+
+@app.train()
+def train_round(message: Message, context: Context) -> Message:
+    node = _node_of(message, context)
+    config = message.content["config"]
+    ticket = RoundTicket(int(config["round"]), int(config["attempt"]), Cid.parse(str(config["base"])),
+                         int(config["deadline"]))
+    stopwatch = Stopwatch()
+    dataset = load_dataset(node.settings)
+    data = dataset.participants[node.index]
+    with stopwatch("fetch"):
+        base = protocol.fetch_global_model(node.federation, ticket)
+    with stopwatch("train"):
+        model = build_model(dataset.input_shape, dataset.num_classes, node.settings.seed)
+        load_weights(model, base)
+        report = train(
+            model, data, node.settings.training, seed=derive_seed(node.settings.seed, ticket.round, node.index),
+            proximal_mu=node.settings.proximal_mu,
+        )
+        weights = model_weights(model)
+    signed = protocol.commit_update(node.federation, node.identity, ticket, weights, report.examples, stopwatch)
+    commitment = signed.commitment
+    receipt = ConfigRecord({
+        "participant": commitment.participant,
+        "round": commitment.round,
+        "attempt": commitment.attempt,
+        "cid": str(commitment.cid),
+        "examples": commitment.examples,
+        "r": signed.r.hex(),
+        "vs": signed.vs.hex(),
+    })
+    size = len(node.federation.store.get(commitment.cid))
+    metrics = MetricRecord({"loss": report.loss, "examples": report.examples, "bytes": size,
+                            **{f"seconds_{stage}": seconds for stage, seconds in stopwatch.seconds.items()}})
+    return _reply(message, receipt=receipt, metrics=metrics)
+
+
+@app.query("attest")
+def attest_round(message: Message, context: Context) -> Message:
+    node = _node_of(message, context)
+    round_number = int(message.content["config"]["round"])
+    start = time.perf_counter()
+    cid = protocol.recompute(node.federation, node.identity, round_number)
+    gas = protocol.attest(node.federation, node.identity, round_number, cid)
+    metrics = MetricRecord({"gas": gas, "seconds_attest": time.perf_counter() - start})
+    return _reply(message, attestation=ConfigRecord({"cid": str(cid), "validator": node.identity.address}),
+                  metrics=metrics)
+
+
+@app.evaluate()
+def evaluate_model(message: Message, context: Context) -> Message:
+    node = _node_of(message, context)
+    start = time.perf_counter()
+    round_number, accepted = node.federation.ledger.latest_accepted()
+    announced = Cid.parse(str(message.content["config"]["model"]))
+    if announced != accepted:
+        raise protocol.ProtocolError(f"asked to evaluate {announced}, but the accepted model is {accepted}")
+    dataset = load_dataset(node.settings)
+    data = dataset.participants[node.index]
+    model = build_model(dataset.input_shape, dataset.num_classes, node.settings.seed)
+    load_weights(model, protocol.load_model(node.federation.store, accepted))
+    result = evaluate(model, data.test_x, data.test_y)
+    return _reply(message, metrics=MetricRecord({
+        "loss": result.loss, "accuracy": result.accuracy, "examples": result.examples, "round": round_number,
+        "seconds_evaluate": time.perf_counter() - start,
+    }))

@@ -1,0 +1,76 @@
+"""What every participant must agree on for a run, sent to ClientApps with each message.
+
+A JSON-able snapshot of the resolved config plus where the chain and the store are. In a
+simulation the participants' processes learn everything from it; nothing else is shared.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from typing import Any
+
+from clients.data.dataset import FederatedDataset
+from clients.training import TrainingSettings
+from fl_chain.errors import UsageError
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    seed: int
+    num_participants: int
+    num_validators: int
+    chain_url: str
+    contract: str
+    store_dir: str
+    task: dict[str, Any]
+    partition: dict[str, Any]
+    proximal_mu: float
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> RunSettings:
+        return cls(**json.loads(text))
+
+    @property
+    def training(self) -> TrainingSettings:
+        task = self.task
+        return TrainingSettings(
+            epochs=int(task["epochs"]),
+            batch_size=int(task["batch_size"]),
+            learning_rate=float(task["learning_rate"]),
+            optimizer=str(task.get("optimizer", "sgd")),
+            momentum=float(task.get("momentum", 0.0)),
+        )
+
+
+def load_dataset(settings: RunSettings) -> FederatedDataset:
+    """The run's data, split across participants (cached: the same in every process)."""
+    return _load_dataset(json.dumps(settings.task, sort_keys=True), json.dumps(settings.partition, sort_keys=True),
+                         settings.num_participants, settings.seed)
+
+
+@lru_cache(maxsize=4)
+def _load_dataset(task_json: str, partition_json: str, num_participants: int, seed: int) -> FederatedDataset:
+    from clients.data.builtin import BUILTIN_TASKS, load_builtin
+    from clients.data.partition import Partitioning
+    from clients.data.tables import load_tables
+
+    task = json.loads(task_json)
+    test_fraction = float(task.get("test_fraction", 0.2))
+    if task["name"] in BUILTIN_TASKS:
+        partition = json.loads(partition_json)
+        partitioning = Partitioning(
+            scheme=partition["scheme"],
+            alpha=float(partition.get("alpha", 0.5)),
+            classes_per_participant=int(partition.get("classes_per_participant", 2)),
+        )
+        return load_builtin(task["name"], num_participants=num_participants, partitioning=partitioning,
+                            seed=seed, test_fraction=test_fraction)
+    if task["name"] != "csv":
+        raise UsageError(f"unknown task {task['name']!r}; choose one of {(*BUILTIN_TASKS, 'csv')}")
+    return load_tables(task["files"], target=task["target"], features=task.get("features"), seed=seed,
+                       test_fraction=test_fraction)

@@ -1,0 +1,77 @@
+"""A run's record: metrics.csv as the run goes, summary.json at its end.
+
+metrics.csv has one row per participant per round (scope "participant") and one per
+round (scope "round"); empty cells are figures that do not apply to that scope. Rows are
+appended and flushed as they happen, so an interrupted run keeps what it measured.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+STAGES = (
+    "fetch", "train", "seal", "store", "sign", "relay", "collect", "aggregate",
+    "finalize", "attest", "evaluate", "total",
+)
+COLUMNS = (
+    "round", "scope", "participant", "loss", "accuracy", "examples", "bytes", "gas",
+    *(f"seconds_{stage}" for stage in STAGES),
+)
+
+
+@dataclass
+class RoundSummary:
+    round: int
+    global_cid: str
+    accepted: bool
+    commitments: int
+    included: int
+    accuracy: float | None
+    loss: float | None
+    gas_used: int
+    seconds: float
+    exclusions: list[dict[str, str]] = field(default_factory=list)
+
+
+class RunLog:
+    """Writes metrics.csv and summary.json into a run directory."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = Path(run_dir)
+        self.rounds: list[RoundSummary] = []
+        self._metrics = self.run_dir / "metrics.csv"
+        with open(self._metrics, "w", newline="") as handle:
+            csv.writer(handle).writerow(COLUMNS)
+
+    def participant(self, round_number: int, participant: str, seconds: dict[str, float], **figures: Any) -> None:
+        self._append({"round": round_number, "scope": "participant", "participant": participant, **figures}, seconds)
+
+    def round(self, summary: RoundSummary, seconds: dict[str, float]) -> None:
+        self.rounds.append(summary)
+        figures = {"loss": summary.loss, "accuracy": summary.accuracy, "gas": summary.gas_used}
+        self._append({"round": summary.round, "scope": "round", "participant": "", **figures}, seconds)
+
+    def write_summary(self, chain: dict[str, Any], final: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        commitments = sum(r.commitments for r in self.rounds)
+        total_gas = sum(r.gas_used for r in self.rounds)
+        summary = {
+            "chain": chain,
+            "rounds": [asdict(r) for r in self.rounds],
+            "final": final,
+            "gas": {"total": total_gas, "per_commitment": round(total_gas / commitments, 1) if commitments else None},
+            **(extra or {}),
+        }
+        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+        return summary
+
+    def _append(self, row: dict[str, Any], seconds: dict[str, float]) -> None:
+        row |= {f"seconds_{stage}": round(value, 4) for stage, value in seconds.items() if stage in STAGES}
+        unknown = set(row) - set(COLUMNS)
+        if unknown:
+            raise ValueError(f"metrics.csv has no columns {sorted(unknown)}")
+        with open(self._metrics, "a", newline="") as handle:
+            csv.DictWriter(handle, COLUMNS).writerow({key: "" if value is None else value for key, value in row.items()})
