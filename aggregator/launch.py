@@ -13,12 +13,13 @@ import json
 import logging
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from flwr.app import Context
+from omegaconf import DictConfig, OmegaConf
 from flwr.serverapp import Grid, ServerApp
 from flwr.simulation import run_simulation
 
@@ -44,6 +45,15 @@ from fl_chain.storage.blockstore import LocalStore
 
 AGGREGATION_RULES = {"fedavg": 0, "fedprox": 1}
 CHAIN_BACKENDS = ("embedded", "anvil", "rpc")
+
+
+def resolve_config(cfg: DictConfig) -> dict[str, Any]:
+    """The composed Hydra config as plain data, with what follows from it filled in."""
+    config = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    assert isinstance(config, dict)
+    if config["task"]["name"] == "csv":
+        config["num_participants"] = len(config["task"]["files"])
+    return config
 
 
 def validate(config: dict[str, Any]) -> None:
@@ -95,8 +105,12 @@ def serve_chain(config: dict[str, Any], run_dir: Path, funded: list[str]) -> Ite
         yield chain["url"]
 
 
-def run_experiment(config: dict[str, Any], run_dir: Path) -> dict[str, Any]:
-    """Runs the experiment `config` describes and fills `run_dir`; returns summary.json."""
+def run_experiment(config: dict[str, Any], run_dir: Path, drive: Callable[[OnChainStrategy], None] | None = None) -> dict[str, Any]:
+    """Runs the experiment `config` describes and fills `run_dir`; returns summary.json.
+
+    `drive` runs the rounds: by default Flower's simulation engine; a ServerApp started by
+    `flwr run` passes its own grid instead.
+    """
     validate(config)
     run_dir.mkdir(parents=True, exist_ok=True)
     _quiet_frameworks()
@@ -130,7 +144,7 @@ def run_experiment(config: dict[str, Any], run_dir: Path) -> dict[str, Any]:
         plan = RoundPlan(config["rounds"], config["quorum"], config["fraction_train"],
                          config["attestation_threshold"], config["reply_timeout"])
         strategy = OnChainStrategy(federation, consortium.aggregator, settings, plan, runlog, progress)
-        _simulate(strategy, config["num_participants"])
+        (drive or _simulate)(strategy)
         final_round, final_model = ledger.latest_accepted()
         (run_dir / "model.safetensors").write_bytes(store.get(final_model))
         federation_file = {
@@ -144,6 +158,7 @@ def run_experiment(config: dict[str, Any], run_dir: Path) -> dict[str, Any]:
         (run_dir / "federation.json").write_text(json.dumps(federation_file, indent=1) + "\n")
         chain_info = {"backend": config["chain"]["backend"], "chain_id": chain.chain_id, "contract": ledger.address}
 
+    _check_rounds_ran(runlog)
     progress.note("training the centralized baseline on the pooled data")
     settings_pooled = dataclasses.replace(settings.training, epochs=settings.training.epochs * config["rounds"])
     baseline = centralized(dataset, settings_pooled, seed=config["seed"])
@@ -168,7 +183,7 @@ def _quiet_frameworks() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning, module="ray")
 
 
-def _simulate(strategy: OnChainStrategy, num_participants: int) -> None:
+def _simulate(strategy: OnChainStrategy) -> None:
     """Runs Flower's simulation engine; an error in the ServerApp is raised here, not lost."""
     failures: list[BaseException] = []
     server_app = ServerApp()
@@ -183,7 +198,7 @@ def _simulate(strategy: OnChainStrategy, num_participants: int) -> None:
     run_simulation(
         server_app=server_app,
         client_app=client_app,
-        num_supernodes=num_participants,
+        num_supernodes=strategy.settings.num_participants,
         backend_config={
             "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
             "init_args": {"num_cpus": 2, "include_dashboard": False, "logging_level": logging.ERROR},
@@ -191,7 +206,10 @@ def _simulate(strategy: OnChainStrategy, num_participants: int) -> None:
     )
     if failures:
         raise failures[0]
-    if not strategy.runlog.rounds:
+
+
+def _check_rounds_ran(runlog: RunLog) -> None:
+    if not runlog.rounds:
         raise UsageError("the simulation ended before any round completed (see the messages above)")
 
 

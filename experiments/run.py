@@ -21,13 +21,10 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
 def experiment(cfg: DictConfig) -> float | None:
-    from aggregator.launch import run_experiment  # imports Flower and torch: only when running
+    from aggregator.launch import resolve_config, run_experiment  # Flower and torch: only when running
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    config = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-    assert isinstance(config, dict)
-    if config["task"]["name"] == "csv":
-        config["num_participants"] = len(config["task"]["files"])
+    config = resolve_config(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(config)))
     try:

@@ -21,6 +21,7 @@ from flwr_datasets.partitioner import (
 )
 from flwr_datasets.partitioner.partitioner import Partitioner
 
+from clients.data.split import MIN_ROWS
 from fl_chain.errors import DataError, UsageError
 
 SCHEMES = ("iid", "dirichlet", "pathological")
@@ -49,9 +50,9 @@ class Partitioning:
             raise UsageError(
                 f"classes_per_participant must be at least 1, got {self.classes_per_participant}"
             )
-        if self.min_partition_size < 2:
+        if self.min_partition_size < MIN_ROWS:
             raise UsageError(
-                f"min_partition_size must be at least 2 (a train and a test row), "
+                f"min_partition_size must be at least {MIN_ROWS} (a train and a test row), "
                 f"got {self.min_partition_size}"
             )
 
@@ -90,8 +91,10 @@ def partition(
             ) from exc
     left_out = len(labels) - sum(len(share) for share in shares)
     if left_out:
-        log.warning("%s partitioning leaves out %d rows of classes no participant drew",
-                    partitioning.scheme, left_out)
+        log.warning(
+            "%s partitioning leaves out %d rows of classes no participant drew",
+            partitioning.scheme, left_out,
+        )
     return shares
 
 

@@ -25,7 +25,7 @@ import pandas as pd
 
 from clients.data.dataset import FederatedDataset
 from clients.data.normalization import standardize_federated
-from clients.data.split import split_participant
+from clients.data.split import MIN_ROWS, split_participant
 from fl_chain.errors import DataError, UsageError
 
 TASK = "csv"
@@ -135,6 +135,11 @@ def _drop_unlabelled(path: Path, table: pd.DataFrame, target: str) -> pd.DataFra
     if dropped:
         log.warning("%s: dropped %d of %d rows with no value in target column %r",
                     path, dropped, len(table), target)
+    if len(labelled) < MIN_ROWS:
+        raise DataError(
+            f"{path} has {len(labelled)} rows with a value in target column {target!r}; "
+            f"a participant needs at least {MIN_ROWS} (one to train on, one to test on)"
+        )
     return labelled
 
 

@@ -1,0 +1,52 @@
+"""The ServerApp for `flwr run .`: the same experiment as `flchain run`, driven by Flower.
+
+`flchain run` is the usual way in (Hydra overrides, sweeps, progress); this lets Flower's
+own tooling start the same apps from pyproject.toml. Hydra overrides come from the run
+config key `overrides` (`flwr run . --run-config 'overrides="rounds=3"'`), and the run
+directory from `run-dir`.
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+from pathlib import Path
+
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+from hydra import compose, initialize_config_dir
+
+from aggregator.launch import resolve_config, run_experiment
+from fl_chain.errors import UsageError
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    overrides = shlex.split(str(context.run_config.get("overrides", "")))
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        config = resolve_config(compose(config_name="config", overrides=overrides))
+    nodes = _settled_node_count(grid)
+    if nodes != config["num_participants"]:
+        raise UsageError(
+            f"the federation has {nodes} SuperNodes but the config asks for {config['num_participants']} "
+            f"participants: set `flwr federation simulation-config <federation> <superlink> --num-supernodes "
+            f"{config['num_participants']}`, or pass overrides=\"num_participants={nodes} ...\""
+        )
+    run_dir = Path(str(context.run_config.get("run-dir", "runs/flwr"))) / time.strftime("%Y-%m-%d_%H-%M-%S")
+    run_experiment(config, run_dir.resolve(), drive=lambda strategy: strategy.start(grid))
+
+
+def _settled_node_count(grid: Grid, patience: float = 3.0, limit: float = 60.0) -> int:
+    """SuperNodes register one by one: wait until their count has not changed for a while."""
+    start = changed = time.monotonic()
+    count = len(list(grid.get_node_ids()))
+    while time.monotonic() - changed < patience and time.monotonic() - start < limit:
+        time.sleep(0.2)
+        current = len(list(grid.get_node_ids()))
+        if current != count:
+            count, changed = current, time.monotonic()
+    return count

@@ -1,0 +1,74 @@
+"""`flchain run` end to end: Flower simulation, embedded chain, sealed updates, run directory."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fl_chain.storage.unixfs import cid_of
+
+SMALL_RUN = ["rounds=2", "num_participants=3", "quorum=2", "num_validators=2", "attestation_threshold=2"]
+FLCHAIN = [sys.executable, "-m", "fl_chain.cli"]
+
+
+def flchain(*args: str) -> subprocess.CompletedProcess[str]:
+    environment = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0"}
+    return subprocess.run([*FLCHAIN, *args], capture_output=True, text=True, timeout=600, env=environment)
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Seeds 0 and 1 as a Hydra multirun sweep, the same way a user would run them."""
+    directory = tmp_path_factory.mktemp("sweep")
+    completed = flchain("run", "-m", "seed=0,1", *SMALL_RUN, f"hydra.sweep.dir={directory}")
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return directory
+
+
+def summary_of(run_dir: Path) -> dict:  # type: ignore[type-arg]
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+@pytest.mark.slow
+def test_run_directory_holds_an_accepted_auditable_run(sweep: Path) -> None:
+    run_dir = sweep / "0"
+    summary = summary_of(run_dir)
+    assert summary["chain"]["backend"] == "embedded" and summary["chain"]["contract"].startswith("0x")
+    assert [r["round"] for r in summary["rounds"]] == [1, 2]
+    for record in summary["rounds"]:
+        assert record["accepted"] and record["commitments"] >= 2 and record["included"] >= 2
+        assert record["gas_used"] > 0 and 0 <= record["accuracy"] <= 1
+    assert summary["final"]["global_cid"] == summary["rounds"][-1]["global_cid"]
+    assert 0 < summary["final"]["centralized_accuracy"] <= 1
+    assert str(cid_of((run_dir / "model.safetensors").read_bytes())) == summary["final"]["global_cid"]
+    for name in ("config.yaml", "metrics.csv", "federation.json", "accuracy.png", "loss.png",
+                 "label_distribution.png", "ledger/genesis.json", "ledger/blocks.jsonl"):
+        assert (run_dir / name).is_file(), name
+    with open(run_dir / "metrics.csv") as handle:
+        scopes = [row["scope"] for row in csv.DictReader(handle)]
+    assert scopes.count("participant") == 2 * 3 and scopes.count("round") == 2
+
+
+@pytest.mark.slow
+def test_same_seed_same_models_other_seed_other_models(sweep: Path, tmp_path: Path) -> None:
+    completed = flchain("run", "seed=0", *SMALL_RUN, f"hydra.run.dir={tmp_path / 'again'}")
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    cids = lambda run_dir: [r["global_cid"] for r in summary_of(run_dir)["rounds"]]  # noqa: E731
+    assert cids(tmp_path / "again") == cids(sweep / "0")
+    assert set(cids(sweep / "1")).isdisjoint(cids(sweep / "0"))
+    assert "[round 2/2]" in completed.stderr  # progress is shown
+
+
+def test_bad_config_is_one_clear_line_and_exit_code_2(tmp_path: Path) -> None:
+    completed = flchain("run", "quorum=9", f"hydra.run.dir={tmp_path}")
+    assert completed.returncode == 2
+    assert completed.stderr.strip().splitlines()[-1] == (
+        "flchain: error: quorum 9 must be between 1 and num_participants (5)"
+    )
+    assert "Traceback" not in completed.stderr
