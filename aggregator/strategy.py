@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
@@ -66,6 +66,7 @@ class OnChainStrategy(Strategy):
         self.runlog = runlog
         self.progress = progress
         self.nodes: dict[str, int] = {}  # participant address -> Flower node id
+        self._addresses: dict[int, str] = {}  # and back
         self.validators: list[str] = []
         self._ticket: RoundTicket | None = None
         self._exclusions: list[Exclusion] = []
@@ -158,11 +159,10 @@ class OnChainStrategy(Strategy):
                 raise ProtocolError(f"round {round_number}: too few validators attested {global_model}")
             messages = [self._message(address, MessageType.QUERY + ".attest", ConfigRecord({"round": round_number}))
                         for address in batch]
-            for reply in grid.send_and_receive(messages, timeout=self.plan.reply_timeout):
-                if reply.has_error():
-                    self.progress.note(f"round {round_number}: a validator failed: {reply.error.reason}")
-                    continue
+            replies = grid.send_and_receive(messages, timeout=self.plan.reply_timeout)
+            for reply in self._successful(replies, f"round {round_number}: a validator failed"):
                 gas += int(reply.content["metrics"]["gas"])
+                self._note(reply, **{key: float(value) for key, value in reply.content["metrics"].items()})
         return gas
 
     # ------------------------------------------------------------ Flower's strategy hooks
@@ -182,12 +182,11 @@ class OnChainStrategy(Strategy):
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         results = []
-        for reply in replies:
-            if reply.has_error():
-                self.progress.note(f"round {server_round}: an evaluation failed: {reply.error.reason}")
-                continue
+        for reply in self._successful(replies, f"round {server_round}: an evaluation failed"):
             metrics = reply.content["metrics"]
             results.append((float(metrics["loss"]), float(metrics["accuracy"]), int(metrics["examples"])))
+            self._note(reply, accuracy=float(metrics["accuracy"]),
+                       seconds_evaluate=float(metrics["seconds_evaluate"]))
         total = sum(examples for _, _, examples in results)
         if not total:
             return None
@@ -221,12 +220,21 @@ class OnChainStrategy(Strategy):
             if not member.active:
                 raise ProtocolError(f"node {reply.metadata.src_node_id} speaks for {address}, which is not a member")
             self.nodes[address] = reply.metadata.src_node_id
+            self._addresses[reply.metadata.src_node_id] = address
         aggregator = self.federation.ledger.aggregator()
         self.validators = sorted(
             (m.address for m in self.federation.ledger.members()
              if m.active and m.address in self.nodes and m.address != aggregator and Role.VALIDATOR in m.roles),
             key=lambda address: int(address, 16),
         )
+
+    def _successful(self, replies: Iterable[Message], failure: str) -> Iterator[Message]:
+        """Replies that carry results; a failed one is reported and skipped, not fatal."""
+        for reply in replies:
+            if reply.has_error():
+                self.progress.note(f"{failure}: {reply.error.reason}")
+            else:
+                yield reply
 
     def _message(self, address: str, message_type: str, config: ConfigRecord) -> Message:
         content = ConfigRecord({**config, "settings": self.settings.to_json()})
@@ -240,21 +248,28 @@ class OnChainStrategy(Strategy):
 
     def _receipts(self, replies: Iterable[Message]) -> list[SignedCommitment]:
         receipts = []
-        for reply in replies:
-            if reply.has_error():
-                self.progress.note(f"a participant failed to train: {reply.error.reason}")
-                continue
+        for reply in self._successful(replies, "a participant failed to train"):
             receipt = reply.content["receipt"]
             participant = str(receipt["participant"])
             commitment = Commitment(participant, int(receipt["round"]), int(receipt["attempt"]),
                                     Cid.parse(str(receipt["cid"])), int(receipt["examples"]))
             receipts.append(SignedCommitment(commitment, bytes.fromhex(str(receipt["r"])), bytes.fromhex(str(receipt["vs"]))))
-            self._participant_metrics[participant] = {key: float(value) for key, value in reply.content["metrics"].items()}
+            self._note(reply, **{key: float(value) for key, value in reply.content["metrics"].items()})
         return receipts
 
+    def _note(self, reply: Message, **metrics: float) -> None:
+        """Keeps a participant's figures of this round, from whichever reply carried them."""
+        address = self._addresses[reply.metadata.src_node_id]
+        self._participant_metrics.setdefault(address, {}).update(metrics)
+
     def _record_participants(self, round_number: int) -> None:
+        """One metrics.csv row per participant: training loss, test accuracy, bytes, gas, seconds."""
         for participant in sorted(self._participant_metrics, key=lambda address: int(address, 16)):
-            metrics = dict(self._participant_metrics[participant])
+            metrics = self._participant_metrics[participant]
             seconds = {key.removeprefix("seconds_"): value for key, value in metrics.items() if key.startswith("seconds_")}
-            self.runlog.participant(round_number, participant, seconds, loss=metrics.get("loss"),
-                                    examples=int(metrics.get("examples", 0)), bytes=int(metrics.get("bytes", 0)))
+            self.runlog.participant(
+                round_number, participant, seconds, loss=metrics.get("loss"), accuracy=metrics.get("accuracy"),
+                examples=int(metrics["examples"]) if "examples" in metrics else None,
+                bytes=int(metrics["bytes"]) if "bytes" in metrics else None,
+                gas=int(metrics["gas"]) if "gas" in metrics else None,
+            )

@@ -7,6 +7,7 @@ simulation the participants' processes learn everything from it; nothing else is
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from typing import Any
@@ -37,14 +38,18 @@ class RunSettings:
 
     @property
     def training(self) -> TrainingSettings:
-        task = self.task
-        return TrainingSettings(
-            epochs=int(task["epochs"]),
-            batch_size=int(task["batch_size"]),
-            learning_rate=float(task["learning_rate"]),
-            optimizer=str(task.get("optimizer", "sgd")),
-            momentum=float(task.get("momentum", 0.0)),
-        )
+        return training_settings(self.task)
+
+
+def training_settings(task: Mapping[str, Any]) -> TrainingSettings:
+    """Local training hyper-parameters from a task config (configs/task/*.yaml)."""
+    return TrainingSettings(
+        epochs=int(task["epochs"]),
+        batch_size=int(task["batch_size"]),
+        learning_rate=float(task["learning_rate"]),
+        optimizer=str(task.get("optimizer", "sgd")),
+        momentum=float(task.get("momentum", 0.0)),
+    )
 
 
 def load_dataset(settings: RunSettings) -> FederatedDataset:

@@ -49,6 +49,8 @@ contract Federation {
         uint32 attestations;
         uint32 baseCodec;
         uint32 globalCodec;
+        /// the block that opened this attempt: where a reader starts scanning its events
+        uint64 openedBlock;
         bytes32 baseDigest;
         bytes32 globalDigest;
         /// keccak chain over the accepted commitments, in order: lets a verifier prove that
@@ -277,6 +279,7 @@ contract Federation {
             attestations: 0,
             baseCodec: baseCodec,
             globalCodec: 0,
+            openedBlock: uint64(block.number),
             baseDigest: baseDigest,
             globalDigest: bytes32(0),
             commitmentLog: bytes32(0)
@@ -399,6 +402,15 @@ contract Federation {
     {
         Member storage m = members[member];
         return (m.index, m.roles, m.active, m.x25519);
+    }
+
+    /// Every member ever added (removed ones with `active` false), in index order.
+    function memberList() external view returns (address[] memory addresses, Member[] memory details) {
+        addresses = memberAddresses;
+        details = new Member[](addresses.length);
+        for (uint256 i = 0; i < addresses.length; ++i) {
+            details[i] = members[addresses[i]];
+        }
     }
 
     function memberCount() external view returns (uint256) {

@@ -217,19 +217,10 @@ def seal(
         )
         for key in keys
     ]
-    prefix = b"".join(
-        [
-            MAGIC,
-            ENVELOPE_VERSION.to_bytes(1, "big"),
-            len(header_bytes).to_bytes(4, "big"),
-            header_bytes,
-            len(keys).to_bytes(2, "big"),
-            *(key + wrapped_key for key, wrapped_key in zip(keys, wrapped, strict=True)),
-            ephemeral_public,
-            nonce,
-            (len(payload) + TAG_SIZE).to_bytes(8, "big"),
-        ]
-    )
+    recipients_field = [key + wrapped_key for key, wrapped_key in zip(keys, wrapped, strict=True)]
+    prefix = _layout(header_bytes, recipients_field, ephemeral_public, nonce) + (
+        len(payload) + TAG_SIZE
+    ).to_bytes(8, "big")
     return prefix + AESGCM(content_key).encrypt(nonce, payload, prefix)
 
 
@@ -403,14 +394,22 @@ def _shared_secret(ephemeral: X25519PrivateKey, recipient_public: bytes) -> byte
 def _wrap_context(
     header_bytes: bytes, keys: Sequence[bytes], ephemeral_public: bytes, nonce: bytes
 ) -> bytes:
+    """The envelope's fields up to the payload, with the recipients' keys but not their
+    wrapped content keys: what every key wrap authenticates."""
+    return _layout(header_bytes, keys, ephemeral_public, nonce)
+
+
+def _layout(
+    header_bytes: bytes, recipient_fields: Sequence[bytes], ephemeral_public: bytes, nonce: bytes
+) -> bytes:
     return b"".join(
         [
             MAGIC,
             ENVELOPE_VERSION.to_bytes(1, "big"),
             len(header_bytes).to_bytes(4, "big"),
             header_bytes,
-            len(keys).to_bytes(2, "big"),
-            *keys,
+            len(recipient_fields).to_bytes(2, "big"),
+            *recipient_fields,
             ephemeral_public,
             nonce,
         ]
@@ -445,22 +444,18 @@ def _derived_secrets(
     ).derive(bytes(randomness))
 
 
+_ADDRESSED_TO = (
+    ("federation", WrongFederation, "federation"),
+    ("chain_id", WrongChain, "chain"),
+    ("round", WrongRound, "round"),
+)
+
+
 def _check_expected(header: UpdateHeader, expected: ExpectedUpdate) -> None:
-    if header.federation != expected.federation:
-        raise WrongFederation(
-            f"the update from {header.sender} is for federation {header.federation}, "
-            f"expected {expected.federation}"
-        )
-    if header.chain_id != expected.chain_id:
-        raise WrongChain(
-            f"the update from {header.sender} is for chain {header.chain_id}, "
-            f"expected {expected.chain_id}"
-        )
-    if header.round != expected.round:
-        raise WrongRound(
-            f"the update from {header.sender} is for round {header.round}, "
-            f"expected {expected.round}"
-        )
+    for field, error, noun in _ADDRESSED_TO:
+        found, wanted = getattr(header, field), getattr(expected, field)
+        if found != wanted:
+            raise error(f"the update from {header.sender} is for {noun} {found}, expected {wanted}")
     if header.sender != expected.sender:
         raise WrongSender(
             f"the update declares sender {header.sender}, but {expected.sender} committed it"

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from clients.baseline import centralized, local_only
 from clients.data.builtin import BUILTIN_TASKS, load_builtin
@@ -14,10 +16,17 @@ from clients.data.dataset import FederatedDataset
 from clients.data.partition import Partitioning
 from clients.models import build_model, load_weights, model_weights
 from clients.seeding import derive_seed
-from clients.tasks import TASK_DEFAULTS
+from clients.settings import training_settings
 from clients.training import Evaluation, TrainingSettings, evaluate, evaluate_participants, train
 from fl_chain.aggregation import WeightedUpdate, federated_average
 from fl_chain.errors import SchemaMismatch, UsageError
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+def task_defaults(task: str) -> TrainingSettings:
+    """The training settings a run of `task` uses: its Hydra task config."""
+    return training_settings(OmegaConf.to_container(OmegaConf.load(CONFIGS / "task" / f"{task}.yaml")))
 
 FAST = TrainingSettings(epochs=1, batch_size=16, learning_rate=0.05, momentum=0.9)
 
@@ -155,7 +164,7 @@ def test_evaluation_is_example_weighted() -> None:
 
 def test_fedavg_on_breast_cancer_reaches_the_tuned_accuracy(breast_cancer: FederatedDataset) -> None:
     """The tuning scenario for seed 0: 10 rounds of plain FedAvg with the task defaults."""
-    settings = TASK_DEFAULTS["breast_cancer"]
+    settings = task_defaults("breast_cancer")
     model = build_model(breast_cancer.input_shape, breast_cancer.num_classes, seed=0)
     weights = model_weights(model)
     for round_number in range(10):
@@ -173,7 +182,7 @@ def test_fedavg_on_breast_cancer_reaches_the_tuned_accuracy(breast_cancer: Feder
 
 
 def test_baselines(breast_cancer: FederatedDataset) -> None:
-    settings = replace(TASK_DEFAULTS["breast_cancer"], epochs=20)
+    settings = replace(task_defaults("breast_cancer"), epochs=20)
     central = centralized(breast_cancer, settings, seed=0)
     assert central.examples == len(breast_cancer.pooled().test_y)
     assert central.accuracy >= 0.93
@@ -181,5 +190,7 @@ def test_baselines(breast_cancer: FederatedDataset) -> None:
     assert alone.examples == central.examples and 0.5 < alone.accuracy <= 1.0
 
 
-def test_every_task_has_defaults() -> None:
-    assert set(TASK_DEFAULTS) == {*BUILTIN_TASKS, "csv"}
+def test_every_task_has_a_config() -> None:
+    assert {path.stem for path in (CONFIGS / "task").glob("*.yaml")} == {*BUILTIN_TASKS, "csv"}
+    for task in (*BUILTIN_TASKS, "csv"):
+        assert task_defaults(task).epochs >= 1

@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 class Partitioning:
     """How labels are spread: `iid`; `dirichlet` with concentration `alpha` (smaller is
     more skewed), redrawn (up to 10 times, by flwr-datasets) until every participant has
-    `min_partition_size` rows; or `pathological`, `classes_per_participant` classes each.
+    `min_partition_size` rows; or `pathological`, `classes_per_participant` classes each
+    (participant i always gets class i mod #classes, the rest are drawn with the seed).
     """
 
     scheme: str = "iid"

@@ -97,6 +97,7 @@ class RoundState:
     base: Cid | None
     global_model: Cid | None
     commitment_log: bytes
+    opened_block: int
 
 
 @dataclass(frozen=True)

@@ -143,7 +143,8 @@ class Ledger:
         return RelayOutcome(accepted, refused, int(receipt["gasUsed"]))
 
     def finalize(self, aggregator: LocalAccount, round_number: int, global_model: Cid, included: Sequence[str]) -> TxReceipt:
-        words = bitmap_words(self.member(address).index for address in included)
+        index_of = {member.address: member.index for member in self.members()}
+        words = bitmap_words(index_of[to_checksum_address(address)] for address in included)
         call = self.contract.functions.finalize(round_number, global_model.digest, global_model.codec, words)
         return self._transact(aggregator, call)
 
@@ -178,13 +179,17 @@ class Ledger:
         return Member(address, index, Role(roles), active, bytes(key))
 
     def members(self) -> list[Member]:
-        count = self.contract.functions.memberCount().call()
-        return [self.member(self.contract.functions.memberAt(i).call()) for i in range(count)]
+        """Every member ever added, in index order (one call, however many members)."""
+        addresses, details = self.contract.functions.memberList().call()
+        return [
+            Member(to_checksum_address(address), index, Role(roles), active, bytes(key))
+            for address, (index, roles, active, key) in zip(addresses, details)
+        ]
 
     def round(self, round_number: int) -> RoundState:
         raw = self.contract.functions.roundOf(round_number).call()
         (status, attempt, deadline, commitments, included, attestations, base_codec, global_codec,
-         base_digest, global_digest, log) = raw
+         opened_block, base_digest, global_digest, log) = raw
         return RoundState(
             round=round_number,
             status=RoundStatus(status),
@@ -196,6 +201,7 @@ class Ledger:
             base=_cid_or_none(bytes(base_digest), base_codec),
             global_model=_cid_or_none(bytes(global_digest), global_codec),
             commitment_log=bytes(log),
+            opened_block=opened_block,
         )
 
     def latest_accepted(self) -> tuple[int, Cid]:
@@ -215,13 +221,11 @@ class Ledger:
 
     def commitments(self, round_number: int) -> list[CommitmentRecord]:
         """The current attempt's commitments, in chain order, read from Committed events."""
-        opened = self.contract.events.RoundOpened().get_logs(
-            from_block=0, argument_filters={"round": round_number}
-        )
-        if not opened:
+        state = self.round(round_number)
+        if state.status == RoundStatus.NONE:
             return []
         logs = self.contract.events.Committed().get_logs(
-            from_block=opened[-1]["blockNumber"], argument_filters={"round": round_number}
+            from_block=state.opened_block, argument_filters={"round": round_number}
         )
         return [
             CommitmentRecord(
@@ -238,9 +242,9 @@ class Ledger:
     # ------------------------------------------------------------ internals
 
     def _members_in(self, word_of: Any, round_number: int) -> list[str]:
-        count = self.contract.functions.memberCount().call()
-        words = [word_of(round_number, w).call() for w in range((count + 255) // 256)]
-        return [self.contract.functions.memberAt(i).call() for i in bitmap_indices(words)]
+        addresses = [member.address for member in self.members()]
+        words = [word_of(round_number, w).call() for w in range((len(addresses) + 255) // 256)]
+        return [addresses[i] for i in bitmap_indices(words)]
 
     def _transact(self, sender: LocalAccount, call: Any) -> TxReceipt:
         return self.chain.transact(sender, call, explain=explain_revert)
