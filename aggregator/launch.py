@@ -38,6 +38,7 @@ from fl_chain.chain.embedded import EmbeddedChain
 from fl_chain.chain.federation import FederationParameters
 from fl_chain.consortium import SimulatedConsortium
 from fl_chain.errors import UsageError
+from fl_chain.keyfile import write_key_file
 from fl_chain.plots import plot_per_round
 from fl_chain.progress import Progress
 from fl_chain.runlog import RunLog
@@ -156,6 +157,7 @@ def run_experiment(config: dict[str, Any], run_dir: Path, drive: Callable[[OnCha
             "members": [{"address": m.address, "index": m.index, "roles": m.roles.name} for m in ledger.members()],
         }
         (run_dir / "federation.json").write_text(json.dumps(federation_file, indent=1) + "\n")
+        _write_opening_keys(run_dir / "keys", consortium)
         chain_info = {"backend": config["chain"]["backend"], "chain_id": chain.chain_id, "contract": ledger.address}
 
     _check_rounds_ran(runlog)
@@ -172,6 +174,14 @@ def run_experiment(config: dict[str, Any], run_dir: Path, drive: Callable[[OnCha
     progress.note(f"final accuracy {last.accuracy:.4f} (centralized {baseline.accuracy:.4f}), "
                   f"model {final_model}, {sum(r.accepted for r in runlog.rounds)} rounds accepted")
     return summary
+
+
+def _write_opening_keys(directory: Path, consortium: SimulatedConsortium) -> None:
+    """The keys that open this run's updates, for `flchain verify --key`. Secret: in a
+    simulation the seed derives them anyway, in a deployment each party keeps its own."""
+    write_key_file(directory / "aggregator.json", consortium.aggregator, "aggregator")
+    for index, validator in enumerate(consortium.validators):
+        write_key_file(directory / f"validator-{index}.json", validator, "validator")
 
 
 def _quiet_frameworks() -> None:

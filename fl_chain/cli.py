@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from importlib.metadata import entry_points
 
 from fl_chain.errors import FlChainError
-from fl_chain.commands import bench, cid
+from fl_chain.commands import bench, cid, verify
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="flchain", description="Federated learning with on-chain aggregation."
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in (bench, cid):
+    for command in (bench, cid, verify):
         command.register(subparsers)
     for plugin in entry_points(group="flchain.commands"):
         plugin.load()(subparsers)
@@ -43,6 +43,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("flchain: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`flchain verify --json | head`): not an error
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

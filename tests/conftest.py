@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +30,7 @@ from fl_chain.identity import Identity
 from fl_chain.storage.cid import Cid
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+SMALL_RUN = ["rounds=2", "num_participants=3", "quorum=2", "num_validators=2", "attestation_threshold=2"]
 NODE_MODULES = REPO_ROOT / "node_modules"
 
 
@@ -136,3 +139,23 @@ def deploy_federation(
     ledger.add_members(consortium.admin.account, members)
     ledger.set_aggregator(consortium.admin.account, consortium.aggregator.address)
     return ledger
+
+
+# ---------------------------------------------------------------- runs
+
+
+def flchain(*args: str) -> subprocess.CompletedProcess[str]:
+    """The `flchain` command in a fresh process, as a user runs it."""
+    environment = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0"}
+    return subprocess.run([sys.executable, "-m", "fl_chain.cli", *args], capture_output=True, text=True,
+                          timeout=900, env=environment)
+
+
+@pytest.fixture(scope="session")
+def small_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two small runs (seeds 0 and 1, in subdirectories 0 and 1) made as a Hydra multirun
+    sweep, the way a user would; shared by the end-to-end and the verification tests."""
+    directory = tmp_path_factory.mktemp("sweep")
+    completed = flchain("run", "-m", "seed=0,1", *SMALL_RUN, f"hydra.sweep.dir={directory}")
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return directory

@@ -4,31 +4,17 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import SMALL_RUN, flchain
 from fl_chain.storage.unixfs import cid_of
 
-SMALL_RUN = ["rounds=2", "num_participants=3", "quorum=2", "num_validators=2", "attestation_threshold=2"]
-FLCHAIN = [sys.executable, "-m", "fl_chain.cli"]
 
-
-def flchain(*args: str) -> subprocess.CompletedProcess[str]:
-    environment = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0"}
-    return subprocess.run([*FLCHAIN, *args], capture_output=True, text=True, timeout=600, env=environment)
-
-
-@pytest.fixture(scope="module")
-def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Seeds 0 and 1 as a Hydra multirun sweep, the same way a user would run them."""
-    directory = tmp_path_factory.mktemp("sweep")
-    completed = flchain("run", "-m", "seed=0,1", *SMALL_RUN, f"hydra.sweep.dir={directory}")
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    return directory
+@pytest.fixture
+def sweep(small_runs: Path) -> Path:
+    return small_runs
 
 
 def summary_of(run_dir: Path) -> dict:  # type: ignore[type-arg]
