@@ -43,12 +43,29 @@ def test_run_directory_holds_an_accepted_auditable_run(sweep: Path) -> None:
 
 @pytest.mark.slow
 def test_same_seed_same_models_other_seed_other_models(sweep: Path, tmp_path: Path) -> None:
-    completed = flchain("run", "seed=0", *SMALL_RUN, f"hydra.run.dir={tmp_path / 'again'}")
+    completed = flchain("reproduce", str(sweep / "0"), "--out", str(tmp_path / "again"))
     assert completed.returncode == 0, completed.stderr[-3000:]
     cids = lambda run_dir: [r["global_cid"] for r in summary_of(run_dir)["rounds"]]  # noqa: E731
     assert cids(tmp_path / "again") == cids(sweep / "0")
+    assert [line.split()[-1] for line in completed.stdout.splitlines()[1:]] == ["yes", "yes"]
+    assert "every global model reproduced exactly" in completed.stderr
     assert set(cids(sweep / "1")).isdisjoint(cids(sweep / "0"))
     assert "[round 2/2]" in completed.stderr  # progress is shown
+
+
+@pytest.mark.slow
+@pytest.mark.anvil
+def test_a_run_on_a_live_chain_verifies_over_rpc(anvil_node, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    run_dir = tmp_path / "live"
+    completed = flchain("run", *SMALL_RUN, "chain=rpc", f"chain.url={anvil_node.url}",
+                        f"chain.chain_id={anvil_node.chain_id}", f"hydra.run.dir={run_dir}")
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert not (run_dir / "ledger").exists()  # the live chain is the record
+    contract = json.loads((run_dir / "federation.json").read_text())["address"]
+    verified = flchain("verify", "--rpc", anvil_node.url, "--contract", contract, "--store", str(run_dir / "store"),
+                       "--key", str(run_dir / "keys" / "aggregator.json"))
+    assert verified.returncode == 0, verified.stdout[-3000:] + verified.stderr[-2000:]
+    assert verified.stdout.strip().splitlines()[-1].startswith("verdict: PASSED")
 
 
 def test_bad_config_is_one_clear_line_and_exit_code_2(tmp_path: Path) -> None:

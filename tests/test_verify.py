@@ -47,7 +47,8 @@ def test_an_honest_run_passes_every_check_with_a_key(small_runs: Path, capsys: p
             "quorum", "attestations reached the threshold", "final model file", "summary matches the chain",
             "federation parameters are the run's"} <= checks
     assert [r["accepted"] for r in report["rounds"]] == [True, True]
-    assert report["seconds"] < 30
+    training = sum(r["seconds"] for r in json.loads((run_dir / "summary.json").read_text())["rounds"])
+    assert report["seconds"] < training, "verifying must take less time than training did"
 
 
 def test_without_a_key_it_says_what_it_could_not_check(small_runs: Path, capsys: pytest.CaptureFixture[str]) -> None:
