@@ -6,8 +6,6 @@ so it is written readable only by its owner and never belongs in a published run
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +14,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 
 from fl_chain.errors import UsageError
 from fl_chain.identity import Identity
+from fl_chain.secretfile import read_json, write_private_json
 
 KEY_FILE_FORMAT = "fl-chain-x25519-key/1"
 
@@ -36,20 +35,11 @@ class OpeningKey:
 def write_key_file(path: Path, identity: Identity, role: str) -> None:
     raw = identity.x25519_private.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
     document = {"format": KEY_FILE_FORMAT, "owner": identity.address, "role": role, "x25519_private": raw.hex()}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as handle:
-        json.dump(document, handle, indent=1)
+    write_private_json(path, document)
 
 
 def read_key_file(path: Path) -> OpeningKey:
-    try:
-        document = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise UsageError(f"key file {path} does not exist") from None
-    except (OSError, ValueError) as error:
-        raise UsageError(f"key file {path} is not readable JSON: {error}") from None
+    document = read_json(path, "key file")
     if not isinstance(document, dict) or document.get("format") != KEY_FILE_FORMAT:
         raise UsageError(f"{path} is not an fl-chain key file (format {KEY_FILE_FORMAT})")
     try:

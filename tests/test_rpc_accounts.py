@@ -25,7 +25,7 @@ def test_keystore_round_trip_and_wrong_password(tmp_path: Path) -> None:
     with pytest.raises(KeystoreError, match="does not exist"):
         load_keystore(tmp_path / "missing.json", "x")
     (tmp_path / "garbage.json").write_text("not json")
-    with pytest.raises(KeystoreError, match="not a readable JSON keystore"):
+    with pytest.raises(KeystoreError, match="is not readable JSON"):
         load_keystore(tmp_path / "garbage.json", "x")
 
 

@@ -6,7 +6,6 @@ argument (which other users of the machine can read in the process list).
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
 from fl_chain.errors import UsageError
+from fl_chain.secretfile import read_json, write_private_json
 
 Account.enable_unaudited_hdwallet_features()
 
@@ -37,12 +37,7 @@ def read_password(*, env: str | None = None, file: Path | None = None) -> str:
 
 def load_keystore(path: Path, password: str) -> LocalAccount:
     """Decrypts a standard v3 keystore file."""
-    try:
-        keystore = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise KeystoreError(f"keystore file {path} does not exist") from None
-    except (OSError, ValueError) as error:
-        raise KeystoreError(f"keystore file {path} is not a readable JSON keystore: {error}") from None
+    keystore = read_json(path, "keystore file", KeystoreError)
     try:
         key = Account.decrypt(keystore, password)
     except ValueError:
@@ -52,12 +47,7 @@ def load_keystore(path: Path, password: str) -> LocalAccount:
 
 def write_keystore(account: LocalAccount, path: Path, password: str) -> None:
     """Writes `account` as a v3 keystore readable only by its owner."""
-    keystore = Account.encrypt(account.key, password)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as handle:
-        json.dump(keystore, handle)
+    write_private_json(path, Account.encrypt(account.key, password))
 
 
 def mnemonic_accounts(mnemonic: str, count: int) -> list[LocalAccount]:
