@@ -14,21 +14,16 @@ from pathlib import Path
 
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
-from hydra import compose, initialize_config_dir
 
-from aggregator.launch import resolve_config, run_experiment
+from aggregator.launch import compose_experiment, run_experiment
 from fl_chain.errors import UsageError
-
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 app = ServerApp()
 
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    overrides = shlex.split(str(context.run_config.get("overrides", "")))
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        config = resolve_config(compose(config_name="config", overrides=overrides))
+    config = compose_experiment(shlex.split(str(context.run_config.get("overrides", ""))))
     nodes = _settled_node_count(grid)
     if nodes != config["num_participants"]:
         raise UsageError(

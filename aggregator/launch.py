@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from flwr.app import Context
 from omegaconf import DictConfig, OmegaConf
 from flwr.serverapp import Grid, ServerApp
 from flwr.simulation import run_simulation
+from hydra import compose, initialize_config_dir
 
 from aggregator.strategy import OnChainStrategy, RoundPlan
 from clients.app import app as client_app
@@ -46,6 +47,15 @@ from fl_chain.storage.blockstore import LocalStore
 
 AGGREGATION_RULES = {"fedavg": 0, "fedprox": 1}
 CHAIN_BACKENDS = ("embedded", "anvil", "rpc")
+
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+def compose_experiment(overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """The experiment configs/config.yaml describes with Hydra `overrides`, outside `flchain run`."""
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return resolve_config(compose(config_name="config", overrides=list(overrides)))
 
 
 def resolve_config(cfg: DictConfig) -> dict[str, Any]:

@@ -87,22 +87,17 @@ class OnChainStrategy(Strategy):
         self._exclusions, self._participant_metrics = [], {}
         with stopwatch("total"):
             self.progress.stage(round_number, "opening on chain")
-            self._ticket = protocol.open_round(self.federation, self.aggregator, round_number)
+            with stopwatch("open_round"):
+                self._ticket = protocol.open_round(self.federation, self.aggregator, round_number)
             self.progress.stage(round_number, "training")
             replies = grid.send_and_receive(
                 self.configure_train(round_number, ArrayRecord(), self._ticket_config(), grid),
                 timeout=self.plan.reply_timeout,
             )
             global_model, included, commitments = self._conclude(round_number, replies, stopwatch)
-            self.progress.stage(round_number, "validators attesting")
-            with stopwatch("attest"):
-                attest_gas = self._attest(grid, round_number, global_model)
-            self.progress.stage(round_number, "evaluating")
-            with stopwatch("evaluate"):
-                evaluation = self.aggregate_evaluate(round_number, grid.send_and_receive(
-                    self.configure_evaluate(round_number, ArrayRecord(), ConfigRecord({"model": str(global_model)}), grid),
-                    timeout=self.plan.reply_timeout,
-                ))
+            self.progress.stage(round_number, "validators attesting, participants evaluating")
+            with stopwatch("attest_evaluate"):
+                attest_gas, evaluation = self._attest_and_evaluate(grid, round_number, global_model)
         accuracy = float(evaluation["accuracy"]) if evaluation else None
         loss = float(evaluation["loss"]) if evaluation else None
         summary = RoundSummary(
@@ -137,7 +132,8 @@ class OnChainStrategy(Strategy):
         self.progress.stage(round_number, "collecting updates by their on-chain CIDs")
         with stopwatch("collect"):
             base = protocol.load_model(self.federation.store, self._ticket.base)  # type: ignore[union-attr]
-            collected = protocol.collect(self.federation, self.aggregator.x25519_private, round_number, base)
+            collected = protocol.collect(self.federation, self.aggregator.x25519_private, round_number, base,
+                                         stopwatch=stopwatch)
         self._exclusions += list(collected.exclusions)
         self.progress.stage(round_number, f"aggregating {len(collected.updates)} updates")
         with stopwatch("aggregate"):
@@ -147,22 +143,35 @@ class OnChainStrategy(Strategy):
             protocol.finalize(self.federation, self.aggregator, round_number, global_model, collected.included)
         return global_model, collected.included, committed
 
-    def _attest(self, grid: Grid, round_number: int, global_model: Cid) -> int:
-        """Asks seeded-sampled validators to re-compute and attest, more if some fail."""
+    def _attest_and_evaluate(self, grid: Grid, round_number: int, global_model: Cid) -> tuple[int, MetricRecord | None]:
+        """One message round: seeded-sampled validators re-compute and attest while every
+        participant evaluates the finalized model; more validators are asked if some fail."""
         rng = random.Random(f"{self.settings.seed}/attest/{round_number}")
         order = rng.sample(self.validators, len(self.validators))
-        gas, asked = 0, 0
+        needed = self.plan.attestation_threshold
+        attest_config = ConfigRecord({"round": round_number})
+        messages = [self._message(a, MessageType.QUERY + ".attest", attest_config) for a in order[:needed]]
+        evaluate_config = ConfigRecord({"round": round_number, "model": str(global_model)})
+        messages += self.configure_evaluate(round_number, ArrayRecord(), evaluate_config, grid)
+        replies = list(grid.send_and_receive(messages, timeout=self.plan.reply_timeout))
+        attestations = [r for r in replies if r.metadata.message_type.startswith(MessageType.QUERY)]
+        evaluations = [r for r in replies if r.metadata.message_type == MessageType.EVALUATE]
+        evaluation = self.aggregate_evaluate(round_number, evaluations)
+        gas, asked = self._count_attestations(round_number, attestations), needed
         while self.federation.ledger.round(round_number).status != RoundStatus.ACCEPTED:
-            needed = self.plan.attestation_threshold - self.federation.ledger.round(round_number).attestations
-            batch, asked = order[asked: asked + needed], asked + needed
+            missing = self.plan.attestation_threshold - self.federation.ledger.round(round_number).attestations
+            batch, asked = order[asked: asked + missing], asked + missing
             if not batch:
                 raise ProtocolError(f"round {round_number}: too few validators attested {global_model}")
-            messages = [self._message(address, MessageType.QUERY + ".attest", ConfigRecord({"round": round_number}))
-                        for address in batch]
-            replies = grid.send_and_receive(messages, timeout=self.plan.reply_timeout)
-            for reply in self._successful(replies, f"round {round_number}: a validator failed"):
-                gas += int(reply.content["metrics"]["gas"])
-                self._note(reply, **{key: float(value) for key, value in reply.content["metrics"].items()})
+            retry = [self._message(address, MessageType.QUERY + ".attest", attest_config) for address in batch]
+            gas += self._count_attestations(round_number, grid.send_and_receive(retry, timeout=self.plan.reply_timeout))
+        return gas, evaluation
+
+    def _count_attestations(self, round_number: int, replies: Iterable[Message]) -> int:
+        gas = 0
+        for reply in self._successful(replies, f"round {round_number}: a validator failed"):
+            gas += int(reply.content["metrics"]["gas"])
+            self._note(reply, **{key: float(value) for key, value in reply.content["metrics"].items()})
         return gas
 
     # ------------------------------------------------------------ Flower's strategy hooks

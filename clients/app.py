@@ -9,7 +9,8 @@ Message types:
 - `train`: fetch the round's model by CID, check it against the chain, train, seal,
   store, sign; reply with the receipt;
 - `query.attest`: re-compute a finalized round from chain and store, attest on chain;
-- `evaluate`: score the latest accepted model on the local test split.
+- `evaluate`: score a round's finalized model (checked against the chain) on the local
+  test split, while validators attest it.
 """
 
 from __future__ import annotations
@@ -123,14 +124,15 @@ def attest_round(message: Message, context: Context) -> Message:
 def evaluate_model(message: Message, context: Context) -> Message:
     node = _node_of(message, context)
     start = time.perf_counter()
-    round_number, accepted = node.federation.ledger.latest_accepted()
+    round_number = int(message.content["config"]["round"])
+    finalized = node.federation.ledger.round(round_number).global_model
     announced = Cid.parse(str(message.content["config"]["model"]))
-    if announced != accepted:
-        raise protocol.ProtocolError(f"asked to evaluate {announced}, but the accepted model is {accepted}")
+    if announced != finalized:
+        raise protocol.ProtocolError(f"asked to evaluate {announced}, but round {round_number} finalized {finalized}")
     dataset = load_dataset(node.settings)
     data = dataset.participants[node.index]
     model = build_model(dataset.input_shape, dataset.num_classes, node.settings.seed)
-    load_weights(model, protocol.load_model(node.federation.store, accepted))
+    load_weights(model, protocol.load_model(node.federation.store, announced))
     result = evaluate(model, data.test_x, data.test_y)
     return _reply(message, metrics=MetricRecord({
         "loss": result.loss, "accuracy": result.accuracy, "examples": result.examples, "round": round_number,

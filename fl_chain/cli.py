@@ -1,6 +1,7 @@
 """The `flchain` command: dispatches to sub-commands and shows expected errors once.
 
-Commands that need more than the library (`flchain run` drives Flower) are plugged in
+Commands that need more than the library (`flchain run` and `flchain bench` drive
+Flower) are plugged in
 through the `flchain.commands` entry-point group, so `fl_chain` itself never imports
 Flower.
 """
@@ -13,7 +14,7 @@ from collections.abc import Sequence
 from importlib.metadata import entry_points
 
 from fl_chain.errors import FlChainError
-from fl_chain.commands import bench, cid, verify
+from fl_chain.commands import cid, verify
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="flchain", description="Federated learning with on-chain aggregation."
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in (bench, cid, verify):
+    for command in (cid, verify):
         command.register(subparsers)
     for plugin in entry_points(group="flchain.commands"):
         plugin.load()(subparsers)

@@ -31,3 +31,26 @@ def plot_per_round(
     figure.savefig(path)
     plt.close(figure)
     return path
+
+
+def plot_stacked_bars(
+    path: Path, title: str, ylabel: str, bars: dict[str, dict[str, float]],
+    reference: tuple[str, float] | None = None,
+) -> Path:
+    """One stacked bar per entry of `bars` (segment per key), optionally a reference line."""
+    segments = list(dict.fromkeys(key for parts in bars.values() for key in parts))
+    figure, axes = plt.subplots(figsize=(6, 4.5), dpi=100)
+    bottoms = [0.0] * len(bars)
+    for segment in segments:
+        heights = [parts.get(segment, 0.0) for parts in bars.values()]
+        axes.bar(list(bars), heights, bottom=bottoms, label=segment)
+        bottoms = [b + h for b, h in zip(bottoms, heights)]
+    if reference is not None:
+        axes.axhline(reference[1], linestyle="--", color="black", label=reference[0])
+    axes.set_ylabel(ylabel)
+    axes.set_title(title)
+    axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+    return path

@@ -171,10 +171,16 @@ def commit_update(
     tensors: Tensors,
     examples: int,
     stopwatch: Stopwatch | None = None,
+    recipients: Sequence[bytes] | None = None,
 ) -> SignedCommitment:
-    """Seals, stores and signs an update; returns the receipt the aggregator relays."""
-    with timed(stopwatch, "recipients"):
-        recipients = update_recipients(federation)
+    """Seals, stores and signs an update; returns the receipt the aggregator relays.
+
+    `recipients` (what `update_recipients` gives) lets a process that commits for many
+    simulated participants read them once per round: the read walks every member.
+    """
+    if recipients is None:
+        with timed(stopwatch, "recipients"):
+            recipients = update_recipients(federation)
     header = UpdateHeader(
         federation=federation.address,
         chain_id=federation.chain_id,
@@ -207,6 +213,7 @@ def collect(
     round_number: int,
     base_model: Tensors,
     only: Iterable[str] | None = None,
+    stopwatch: Stopwatch | None = None,
 ) -> CollectedUpdates:
     """Fetches and opens the updates the chain says were committed in this round.
 
@@ -220,14 +227,15 @@ def collect(
         if wanted is not None and record.participant.lower() not in wanted:
             continue
         try:
-            updates.append(_open_committed(federation, opener, record, expected_schema))
+            updates.append(_open_committed(federation, opener, record, expected_schema, stopwatch))
         except (StoreError, EnvelopeError, ProtocolError) as error:
             exclusions.append(Exclusion(record.participant, str(error)))
     return CollectedUpdates(tuple(updates), tuple(exclusions))
 
 
 def _open_committed(
-    federation: Federation, opener: X25519PrivateKey, record: CommitmentRecord, expected_schema: str
+    federation: Federation, opener: X25519PrivateKey, record: CommitmentRecord, expected_schema: str,
+    stopwatch: Stopwatch | None,
 ) -> WeightedUpdate:
     expected = ExpectedUpdate(
         federation=federation.address,
@@ -236,7 +244,10 @@ def _open_committed(
         sender=record.participant,
         schema_hash=expected_schema,
     )
-    opened = open_envelope(federation.store.get(record.cid), opener, expected)
+    with timed(stopwatch, "fetch_updates"):
+        blob = federation.store.get(record.cid)
+    with timed(stopwatch, "open_updates"):
+        opened = open_envelope(blob, opener, expected)
     if opened.header.examples != record.examples:
         raise ProtocolError(
             f"update of {record.participant} claims {opened.header.examples} examples, "

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 STAGES = (
-    "fetch", "train", "seal", "store", "sign", "relay", "collect", "aggregate",
-    "finalize", "attest", "evaluate", "total",
+    "fetch", "train", "seal", "store", "sign", "open_round", "relay", "collect", "fetch_updates",
+    "open_updates", "aggregate", "finalize", "attest", "evaluate", "attest_evaluate", "total",
 )
 COLUMNS = (
     "round", "scope", "participant", "loss", "accuracy", "examples", "bytes", "gas",

@@ -1,4 +1,9 @@
-"""Gas per commitment: relayed batches and direct commitments against the naive design.
+"""Gas per commitment and per round: relayed batches and direct commitments against the
+naive design.
+
+A round's gas is everything the protocol spends on it: opening, the relayed batch,
+finalizing with every participant included, and one attestation (add one attestation's
+cost per extra validator of the threshold).
 
 The naive design (contracts/NaiveRegistry.sol) is what blockchain-FL prototypes tend to
 do: one transaction per participant that stores the update's CID as a string. Gas is
@@ -27,18 +32,20 @@ DEFAULT_BATCH_SIZES = (1, 10, 100)
 class GasFigures:
     batch_sizes: tuple[int, ...]
     relayed_per_commitment: dict[int, float]
+    per_round: dict[int, int]
     direct_per_commitment: float
     naive_per_commitment: float
 
     def table(self) -> str:
-        rows = [("design", "gas per commitment", "vs naive")]
+        rows = [("design", "gas per commitment", "vs naive", "gas per round", "naive per round")]
         for size in self.batch_sizes:
             gas = self.relayed_per_commitment[size]
-            rows.append((f"relayed batch of {size}", f"{gas:,.0f}", f"{gas / self.naive_per_commitment:.2f}x"))
+            rows.append((f"{size} participants, relayed batch", f"{gas:,.0f}", f"{gas / self.naive_per_commitment:.2f}x",
+                         f"{self.per_round[size]:,}", f"{size * self.naive_per_commitment:,.0f}"))
         rows.append(("direct (own transaction)", f"{self.direct_per_commitment:,.0f}",
-                     f"{self.direct_per_commitment / self.naive_per_commitment:.2f}x"))
-        rows.append(("naive: CID string, one tx each", f"{self.naive_per_commitment:,.0f}", "1.00x"))
-        widths = [max(len(row[i]) for row in rows) for i in range(3)]
+                     f"{self.direct_per_commitment / self.naive_per_commitment:.2f}x", "", ""))
+        rows.append(("naive: CID string, one tx each", f"{self.naive_per_commitment:,.0f}", "1.00x", "", ""))
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
         return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) for row in rows)
 
 
@@ -60,21 +67,25 @@ def measure_gas(batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES) -> GasFigures:
     ledger.set_aggregator(admin.account, aggregator.address)
 
     relayed: dict[int, float] = {}
+    per_round: dict[int, int] = {}
     base = genesis
     for round_number, size in enumerate(batch_sizes, start=1):
+        gas_before = chain.gas_used
         state = ledger.open_round(aggregator.account, round_number, base)
         batch = [ledger.sign(p.account, round_number, state.attempt, _update_cid(p, round_number), 100)
                  for p in participants[:size]]
         outcome = ledger.relay(aggregator.account, batch)
         relayed[size] = outcome.gas_used / size
         base = _update_cid(aggregator, round_number)
-        ledger.finalize(aggregator.account, round_number, base, [participants[0].address])
+        ledger.finalize(aggregator.account, round_number, base, [p.address for p in participants[:size]])
         ledger.attest(aggregator.account, round_number, base)
+        per_round[size] = chain.gas_used - gas_before
 
     direct_round = len(batch_sizes) + 1
     ledger.open_round(aggregator.account, direct_round, base)
     direct = ledger.commit(participants[-1].account, direct_round, _update_cid(participants[-1], direct_round), 100)
-    return GasFigures(tuple(batch_sizes), relayed, float(direct["gasUsed"]), _naive_gas(chain, participants[-1]))
+    return GasFigures(tuple(batch_sizes), relayed, per_round, float(direct["gasUsed"]),
+                      _naive_gas(chain, participants[-1]))
 
 
 def _naive_gas(chain: Chain, participant: Identity) -> float:
