@@ -15,6 +15,8 @@ from fl_chain.chain.ledger import Ledger
 from fl_chain.identity import Identity
 from fl_chain.storage.cid import Cid
 
+MEMBERS_PER_TRANSACTION = 500
+
 
 @dataclass(frozen=True)
 class SimulatedConsortium:
@@ -50,10 +52,15 @@ class SimulatedConsortium:
         return [self.admin.address, self.aggregator.address, *(v.address for v in self.validators)]
 
     def found(self, chain: Chain, parameters: FederationParameters, genesis_model: Cid) -> Ledger:
-        """Deploys the federation, registers every member, and appoints the aggregator."""
+        """Deploys the federation, registers every member, and appoints the aggregator.
+
+        Members are added `MEMBERS_PER_TRANSACTION` at a time: about 71k gas each, so a
+        single transaction for a thousand would exceed a 60M block gas limit.
+        """
         ledger = Ledger.deploy(chain, self.admin.account, parameters, genesis_model)
         members = [(self.aggregator.address, self.aggregator.x25519_public, Role.AGGREGATOR)]
         members += [(p.address, p.x25519_public, self.roles_of(i)) for i, p in enumerate(self.participants)]
-        ledger.add_members(self.admin.account, members)
+        for start in range(0, len(members), MEMBERS_PER_TRANSACTION):
+            ledger.add_members(self.admin.account, members[start : start + MEMBERS_PER_TRANSACTION])
         ledger.set_aggregator(self.admin.account, self.aggregator.address)
         return ledger

@@ -39,7 +39,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import (
+    X25519PrivateKey,
+    X25519PublicKey,
+)
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from eth_utils import is_checksum_address, to_checksum_address
@@ -58,6 +61,7 @@ from fl_chain.errors import (
     WrongRound,
     WrongSender,
 )
+from fl_chain.hashing import sha256_each
 
 FORMAT_VERSION = 1
 ENCODING = "safetensors"
@@ -221,7 +225,11 @@ def seal(
     prefix = _layout(header_bytes, recipients_field, ephemeral_public, nonce) + (
         len(payload) + TAG_SIZE
     ).to_bytes(8, "big")
-    return prefix + AESGCM(content_key).encrypt(nonce, payload, prefix)
+    envelope = bytearray(len(prefix) + len(payload) + TAG_SIZE)
+    envelope[: len(prefix)] = prefix
+    # encrypted in place after the prefix: no intermediate copy of a large update
+    AESGCM(content_key).encrypt_into(nonce, payload, prefix, memoryview(envelope)[len(prefix) :])
+    return bytes(envelope)
 
 
 def read_header(blob: bytes) -> UpdateHeader:
@@ -424,6 +432,9 @@ def _kek(shared_secret: bytes, ephemeral_public: bytes, recipient_public: bytes)
     )
 
 
+_DIGEST_CHUNK = 1 << 20
+
+
 def _derived_secrets(
     randomness: bytes, header_bytes: bytes, keys: Sequence[bytes], payload: bytes
 ) -> bytes:
@@ -435,7 +446,10 @@ def _derived_secrets(
     digest = hashlib.sha256()
     digest.update(len(header_bytes).to_bytes(4, "big") + header_bytes)
     digest.update(len(keys).to_bytes(2, "big") + b"".join(keys))
-    digest.update(payload)
+    digest.update(len(payload).to_bytes(8, "big"))
+    view = memoryview(payload)
+    chunks = [view[offset : offset + _DIGEST_CHUNK] for offset in range(0, len(view), _DIGEST_CHUNK)]
+    digest.update(b"".join(sha256_each(chunks)))  # chunked so both cores hash a large update
     return HKDF(
         algorithm=hashes.SHA256(),
         length=2 * KEY_SIZE + NONCE_SIZE,

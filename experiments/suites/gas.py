@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from experiments.suites.environment import markdown as environment_markdown
+from experiments.suites.report import write_results
 from fl_chain.bench.gas import measure_gas
 
 TARGET_AT_100 = 15_000
@@ -20,18 +19,14 @@ def run(config: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     }
     result |= {"gas_direct_commitment": figures.direct_per_commitment,
                "gas_naive_commitment": figures.naive_per_commitment}
-    out_dir.mkdir(parents=True, exist_ok=True)
     largest = max(figures.batch_sizes)
     at_largest = figures.relayed_per_commitment[largest]
     met = "met" if at_largest <= TARGET_AT_100 else f"missed by {at_largest - TARGET_AT_100:,.0f} gas"
-    text = [
-        "# Gas", "",
-        "Exact gas on the embedded EVM (the same on anvil: gas does not depend on the node).", "",
-        "```", figures.table(), "```", "",
+    write_results(out_dir, "Gas", [
+        "Exact gas on the embedded EVM (the same on anvil: gas does not depend on the node). A round's gas "
+        "is opening it, the relayed batch, finalizing with every participant included and one attestation; "
+        "the naive design sends one transaction per participant that stores the CID as a string.",
         f"Target: at most {TARGET_AT_100:,} gas per relayed commitment at 100 participants: "
-        f"{at_largest:,.0f} at {largest}, {met}.", "",
-        "## Environment", "", environment_markdown(),
-    ]
-    (out_dir / "results.md").write_text("\n".join(text) + "\n")
-    (out_dir / "results.json").write_text(json.dumps(result, indent=1) + "\n")
+        f"{at_largest:,.0f} at {largest}, {met}.",
+    ], figures.table(), result)
     return result

@@ -13,14 +13,12 @@ emitted as soon as a level fills, so content streams through in constant memory.
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from hashlib import sha256
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
+from fl_chain.hashing import sha256_each
 from fl_chain.storage.cid import DAG_PB, RAW, Cid
 from fl_chain.storage.dagpb import PBLink, PBNode, encode_file_data, encode_node
 
@@ -30,7 +28,6 @@ DEFAULT_MAX_LINKS = 174
 Buffer = bytes | bytearray | memoryview
 
 _HASH_BATCH_CHUNKS = 32  # chunks hashed per pool round: 8 MiB at the default size
-_PARALLEL_MIN_BYTES = 1 << 20  # below this, thread hand-off costs more than it saves
 _READ_BYTES = 8 << 20  # bytes read from a stream at once
 
 
@@ -48,40 +45,6 @@ class _Child:
     cid: Cid
     tsize: int
     filesize: int
-
-
-_pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
-
-
-def _reset_pool_after_fork() -> None:
-    # A forked child inherits the pool object but not its threads; start afresh.
-    global _pool
-    _pool = None
-
-
-os.register_at_fork(after_in_child=_reset_pool_after_fork)
-
-
-def _hash_pool() -> ThreadPoolExecutor:
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(
-                max_workers=os.cpu_count() or 1, thread_name_prefix="flchain-sha256"
-            )
-        return _pool
-
-
-def _digest(chunk: Buffer) -> bytes:
-    return sha256(chunk).digest()
-
-
-def hash_blocks(blocks: list[Buffer]) -> list[bytes]:
-    """sha2-256 of each buffer, in order; in parallel when there is enough to hash."""
-    if len(blocks) > 1 and sum(len(b) for b in blocks) >= _PARALLEL_MIN_BYTES:
-        return list(_hash_pool().map(_digest, blocks))
-    return [_digest(b) for b in blocks]
 
 
 def _check_chunk_size(chunk_size: int) -> None:
@@ -169,7 +132,7 @@ def build_file(chunks: Iterable[Buffer], *, max_links: int = DEFAULT_MAX_LINKS) 
     levels: list[list[_Child]] = [[]]
     leaves = 0
     for batch in _batched(chunks, _HASH_BATCH_CHUNKS):
-        for chunk, digest in zip(batch, hash_blocks(batch)):
+        for chunk, digest in zip(batch, sha256_each(batch)):
             leaf = Cid(RAW, digest)
             yield Block(leaf, chunk)
             leaves += 1

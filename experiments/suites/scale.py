@@ -1,0 +1,25 @@
+"""One protocol round with many simulated participants: time and gas, and their growth."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from experiments.suites.report import write_results
+from fl_chain.bench.scale import measure_scale, progress_to_stderr
+
+
+def run(config: dict[str, Any], out_dir: Path) -> dict[str, Any]:
+    figures = measure_scale(tuple(config["participant_counts"]), int(config["validators"]), progress_to_stderr)
+    print(figures.table())
+    write_results(out_dir, "Scale", [
+        "One full round of the protocol on the embedded chain per participant count: the aggregator opens it; "
+        "every participant fetches the model by CID, seals a (seeded, untrained) update of a small model, "
+        "stores it and signs its commitment; the aggregator relays all commitments in one transaction, collects "
+        "and opens the updates by their on-chain CIDs, aggregates and finalizes; two validators re-compute and "
+        "attest. Participants run one after another in this process, so per-participant time is what each "
+        "hospital would spend, and the round time is an upper bound of a real, parallel round. "
+        "Training is left out: it does not depend on the number of participants.",
+        figures.target_line(),
+    ], figures.table(), figures.as_json())
+    return figures.as_json()
