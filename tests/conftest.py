@@ -92,11 +92,17 @@ def consortium() -> Consortium:
 
 
 @pytest.fixture(scope="session")
-def anvil_node() -> Iterator[AnvilNode]:
+def anvil_binary() -> Path:
+    """The anvil executable (for code under test that starts its own node)."""
     try:
-        find_anvil()
+        return find_anvil()
     except UsageError:
         require_tool("anvil")
+        raise
+
+
+@pytest.fixture(scope="session")
+def anvil_node(anvil_binary: Path) -> Iterator[AnvilNode]:
     with AnvilNode() as node:
         yield node
 

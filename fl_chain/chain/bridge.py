@@ -118,6 +118,9 @@ class RpcBridge:
         lock = threading.Lock()
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive: a round makes a hundred small requests
+            disable_nagle_algorithm = True  # else small replies wait on delayed ACKs
+
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
                 request = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
                 replies = [_answer(item) for item in request] if isinstance(request, list) else _answer(request)
