@@ -54,3 +54,44 @@ def plot_stacked_bars(
     figure.savefig(path)
     plt.close(figure)
     return path
+
+
+def plot_grouped_bars(
+    path: Path, title: str, ylabel: str, groups: dict[str, dict[str, float]], log_scale: bool = False,
+) -> Path:
+    """Bars grouped by the outer key (x axis), one colour per inner key."""
+    names = list(groups)
+    series = list(dict.fromkeys(key for values in groups.values() for key in values))
+    width = 0.8 / max(1, len(series))
+    figure, axes = plt.subplots(figsize=(7, 4.5), dpi=100)
+    for offset, label in enumerate(series):
+        positions = [i + (offset - (len(series) - 1) / 2) * width for i in range(len(names))]
+        axes.bar(positions, [groups[name].get(label, 0.0) for name in names], width=width, label=label)
+    axes.set_xticks(range(len(names)), names)
+    if log_scale:
+        axes.set_yscale("log")
+    axes.set_ylabel(ylabel)
+    axes.set_title(title)
+    axes.grid(axis="y", alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+    return path
+
+
+def plot_growth(path: Path, title: str, x: Sequence[float], series: dict[str, tuple[str, Sequence[float]]]) -> Path:
+    """Log-log lines against `x`, one panel per series (label -> (ylabel, values))."""
+    figure, panels = plt.subplots(1, len(series), figsize=(5 * len(series), 4), dpi=100, squeeze=False)
+    for axes, (label, (ylabel, values)) in zip(panels[0], series.items()):
+        axes.loglog(x, values, marker="o", label=label)
+        axes.loglog(x, [values[0] * value / x[0] for value in x], linestyle="--", color="grey", label="linear")
+        axes.set_xlabel("participants")
+        axes.set_ylabel(ylabel)
+        axes.grid(alpha=0.3, which="both")
+        axes.legend(fontsize=8)
+    figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+    return path

@@ -7,6 +7,7 @@ from typing import Any
 
 from experiments.suites.report import write_results
 from fl_chain.bench.gas import measure_gas
+from fl_chain.plots import plot_grouped_bars
 
 TARGET_AT_100 = 15_000
 
@@ -29,4 +30,8 @@ def run(config: dict[str, Any], out_dir: Path) -> dict[str, Any]:
         f"Target: at most {TARGET_AT_100:,} gas per relayed commitment at 100 participants: "
         f"{at_largest:,.0f} at {largest}, {met}.",
     ], figures.table(), result)
+    plot_grouped_bars(out_dir / "gas.png", "Gas per round: fl-chain vs the naive design", "gas (log scale)",
+                      {f"{size} participants": {"fl-chain round": figures.per_round[size],
+                                                "naive round": size * figures.naive_per_commitment}
+                       for size in figures.batch_sizes}, log_scale=True)
     return result

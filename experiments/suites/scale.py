@@ -7,6 +7,7 @@ from typing import Any
 
 from experiments.suites.report import write_results
 from fl_chain.bench.scale import measure_scale, progress_to_stderr
+from fl_chain.plots import plot_growth
 
 
 def run(config: dict[str, Any], out_dir: Path) -> dict[str, Any]:
@@ -22,4 +23,8 @@ def run(config: dict[str, Any], out_dir: Path) -> dict[str, Any]:
         "Training is left out: it does not depend on the number of participants.",
         figures.target_line(),
     ], figures.table(), figures.as_json())
+    rounds = figures.as_json()["rounds"]
+    plot_growth(out_dir / "scale.png", "One round against the number of participants", [r["participants"] for r in rounds],
+                {"round time": ("seconds", [r["round_seconds"] for r in rounds]),
+                 "round gas": ("gas", [r["round_gas"] for r in rounds])})
     return figures.as_json()

@@ -7,6 +7,7 @@ from typing import Any
 
 from experiments.suites.report import write_results
 from fl_chain.bench.throughput import measure_throughput
+from fl_chain.plots import plot_grouped_bars
 
 
 def run(config: dict[str, Any], out_dir: Path) -> dict[str, Any]:
@@ -18,4 +19,7 @@ def run(config: dict[str, Any], out_dir: Path) -> dict[str, Any]:
         "encode (safetensors), encrypt (AES-256-GCM, key wrapped for two recipients) and the CID of the "
         "sealed blob. Aggregation is FedAvg of several updates with float64 accumulation.",
     ], figures.table(), figures.as_json())
+    detail = figures.as_json()["sizes"]
+    plot_grouped_bars(out_dir / "throughput.png", "Throughput by update size (MB/s, log scale)", "MB/s",
+                      {f"{size['size_mb']} MB": size["mb_s"] for size in detail}, log_scale=True)
     return figures.as_json()
