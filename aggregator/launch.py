@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from flwr.app import Context
-from omegaconf import DictConfig, OmegaConf
 from flwr.serverapp import Grid, ServerApp
 from flwr.simulation import run_simulation
 from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, OmegaConf
 
 from aggregator.strategy import OnChainStrategy, RoundPlan
 from clients.app import app as client_app

@@ -13,8 +13,8 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
 
-from fl_chain.errors import FlChainError
 from fl_chain.commands import cid, verify
+from fl_chain.errors import FlChainError
 
 
 def build_parser() -> argparse.ArgumentParser:

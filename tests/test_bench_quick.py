@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import flchain
 from experiments.bench import QUICK_KEYS
+
+from conftest import flchain
 
 
 @pytest.mark.slow

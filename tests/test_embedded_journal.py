@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Consortium, deploy_federation, genesis_cid
 from fl_chain.chain.chain import Chain
 from fl_chain.chain.embedded import EmbeddedChain, replay_journal
 from fl_chain.chain.journal import BLOCKS_FILE, JournalError
 from fl_chain.chain.ledger import Ledger
+
+from conftest import Consortium, deploy_federation, genesis_cid
 
 
 def journaled_federation(directory: Path, consortium: Consortium) -> tuple[EmbeddedChain, Ledger]:

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SMALL_RUN, flchain
 from fl_chain.storage.unixfs import cid_of
+
+from conftest import SMALL_RUN, flchain
 
 
 @pytest.fixture

@@ -9,13 +9,14 @@ import pytest
 from eth_abi import encode
 from eth_utils import keccak
 
-from conftest import Consortium, deploy_federation, genesis_cid
 from fl_chain.chain.chain import Chain
 from fl_chain.chain.commitment import SignedCommitment, recover_signer
 from fl_chain.chain.errors import NotAFederation, TransactionReverted
 from fl_chain.chain.federation import Refusal, Role, RoundStatus
 from fl_chain.chain.ledger import Ledger
 from fl_chain.storage.cid import Cid
+
+from conftest import Consortium, deploy_federation, genesis_cid
 
 
 def update_cid(label: str) -> Cid:

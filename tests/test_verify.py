@@ -16,6 +16,7 @@ from fl_chain.keyfile import write_key_file
 from fl_chain.storage.blockstore import LocalStore
 from fl_chain.storage.cid import Cid
 
+
 def verify(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict]:  # type: ignore[type-arg]
     code = main(["verify", *args, "--json"])
     return code, json.loads(capsys.readouterr().out)

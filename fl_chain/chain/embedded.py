@@ -28,8 +28,8 @@ from eth.db.atomic import AtomicDB
 from eth.vm.forks import PragueVM
 from eth.vm.spoof import SpoofTransaction
 from eth_tester import EthereumTester
-from eth_tester.exceptions import TransactionFailed
 from eth_tester.backends.pyevm.main import PyEVMBackend
+from eth_tester.exceptions import TransactionFailed
 from eth_utils import keccak, to_canonical_address, to_checksum_address
 from web3 import Web3
 from web3.providers.eth_tester import EthereumTesterProvider

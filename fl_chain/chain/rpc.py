@@ -11,7 +11,6 @@ from fl_chain.chain.bridge import CLIENT_VERSION
 from fl_chain.chain.chain import Chain
 from fl_chain.chain.errors import ChainUnreachable, WrongChain
 
-
 DEVELOPMENT_NODES = ("anvil", CLIENT_VERSION)  # nodes whose clock tests may move
 
 
