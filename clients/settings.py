@@ -72,6 +72,7 @@ def _load_dataset(task_json: str, partition_json: str, num_participants: int, se
             scheme=partition["scheme"],
             alpha=float(partition.get("alpha", 0.5)),
             classes_per_participant=int(partition.get("classes_per_participant", 2)),
+            min_partition_size=int(partition.get("min_partition_size", Partitioning.min_partition_size)),
         )
         return load_builtin(task["name"], num_participants=num_participants, partitioning=partitioning,
                             seed=seed, test_fraction=test_fraction)
