@@ -197,9 +197,19 @@ def seal(
             f"header declares schema {header.schema_hash} "
             f"but the tensors have schema {schema_hash(tensors)}"
         )
+    return seal_encoded(encode_model(tensors, {}), header, recipients, randomness)
+
+
+def seal_encoded(
+    payload: bytes,
+    header: UpdateHeader,
+    recipients: Sequence[bytes],
+    randomness: bytes | None = None,
+) -> bytes:
+    """`seal` for tensors already encoded with `codec.encode_model` (no metadata), so a
+    caller can time encoding and encryption apart; the header must describe them."""
     keys = _recipient_keys(recipients)
     header_bytes = header.to_bytes()
-    payload = encode_model(tensors, {})
     if len(payload) > MAX_PAYLOAD:
         raise UsageError(
             f"the update is {len(payload)} bytes; an envelope holds at most {MAX_PAYLOAD}"

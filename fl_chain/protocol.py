@@ -31,7 +31,7 @@ from fl_chain.chain.commitment import SignedCommitment
 from fl_chain.chain.federation import CommitmentRecord, RelayOutcome, Role, RoundStatus
 from fl_chain.chain.ledger import Ledger
 from fl_chain.codec import decode_model, encode_model, schema_hash
-from fl_chain.envelope import ExpectedUpdate, UpdateHeader, open_envelope, seal
+from fl_chain.envelope import ExpectedUpdate, UpdateHeader, open_envelope, seal_encoded
 from fl_chain.errors import EnvelopeError, FlChainError, StoreError
 from fl_chain.identity import Identity
 from fl_chain.storage.blockstore import ContentStore
@@ -189,8 +189,10 @@ def commit_update(
         schema_hash=schema_hash(tensors),
         examples=examples,
     )
-    with timed(stopwatch, "seal"):
-        blob = seal(tensors, header, recipients, sealing_randomness(participant))
+    with timed(stopwatch, "encode"):
+        payload = encode_model(tensors, {})
+    with timed(stopwatch, "encrypt"):
+        blob = seal_encoded(payload, header, recipients, sealing_randomness(participant))
     with timed(stopwatch, "store"):
         cid = federation.store.put(blob)
         federation.store.pin(cid)

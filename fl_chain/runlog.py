@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 STAGES = (
-    "fetch", "train", "seal", "store", "sign", "open_round", "relay", "collect", "fetch_updates",
+    "fetch", "train", "encode", "encrypt", "store", "sign", "open_round", "relay", "collect", "fetch_updates",
     "open_updates", "aggregate", "finalize", "attest", "evaluate", "attest_evaluate", "total",
 )
 COLUMNS = (

@@ -24,7 +24,7 @@ from experiments.suites.environment import markdown as environment_markdown
 from fl_chain.plots import plot_stacked_bars
 
 TARGETS = {"embedded": 1.25, "anvil": 1.10}
-PARTICIPANT_STAGES = ("fetch", "train", "seal", "store", "sign")
+PARTICIPANT_STAGES = ("fetch", "train", "encode", "encrypt", "store", "sign")
 AGGREGATOR_STAGES = ("open_round", "relay", "fetch_updates", "open_updates", "aggregate", "finalize",
                      "attest_evaluate")
 
