@@ -23,6 +23,7 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.simulation import run_simulation
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 
 from aggregator.strategy import OnChainStrategy, RoundPlan
 from clients.app import app as client_app
@@ -60,7 +61,10 @@ def compose_experiment(overrides: Sequence[str] = ()) -> dict[str, Any]:
 
 def resolve_config(cfg: DictConfig) -> dict[str, Any]:
     """The composed Hydra config as plain data, with what follows from it filled in."""
-    config = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    try:
+        config = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except MissingMandatoryValue as missing:
+        raise UsageError(f"the config needs a value for {missing.full_key} (e.g. {missing.full_key}=...)") from None
     assert isinstance(config, dict)
     if config["task"]["name"] == "csv":
         config["num_participants"] = len(config["task"]["files"])

@@ -36,8 +36,12 @@ def handle(args: argparse.Namespace) -> int:
     out = args.out or run_dir.with_name(run_dir.name + "-reproduced")
     if out.exists():
         raise UsageError(f"{out} already exists: choose another directory with --out")
-    config = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"), resolve=True)
-    assert isinstance(config, dict)
+    try:
+        config = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"), resolve=True)
+    except Exception as error:  # noqa: BLE001 - any YAML or OmegaConf failure means the same to the user
+        raise UsageError(f"{run_dir / 'config.yaml'} is not a readable config: {error}") from None
+    if not isinstance(config, dict):
+        raise UsageError(f"{run_dir / 'config.yaml'} is not a config mapping")
     reproduced = run_experiment(config, out)
     original = json.loads((run_dir / "summary.json").read_text())
     before = {r["round"]: r["global_cid"] for r in original["rounds"]}

@@ -24,10 +24,10 @@ def experiment(cfg: DictConfig) -> float | None:
     from aggregator.launch import resolve_config, run_experiment  # Flower and torch: only when running
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    config = resolve_config(cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(config)))
     try:
+        config = resolve_config(cfg)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(config)))
         summary = run_experiment(config, run_dir)
     except FlChainError as error:
         print(f"flchain: error: {error}", file=sys.stderr)

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 
 from fl_chain.errors import UsageError
 from fl_chain.identity import Identity
-from fl_chain.secretfile import read_json, write_private_json
+from fl_chain.jsonfiles import read_json, write_private_json
 
 KEY_FILE_FORMAT = "fl-chain-x25519-key/1"
 

@@ -76,3 +76,11 @@ def test_bad_config_is_one_clear_line_and_exit_code_2(tmp_path: Path) -> None:
         "flchain: error: quorum 9 must be between 1 and num_participants (5)"
     )
     assert "Traceback" not in completed.stderr
+
+
+def test_a_missing_required_value_is_named(tmp_path: Path) -> None:
+    completed = flchain("run", "task=csv", "task.target=outcome", f"hydra.run.dir={tmp_path}")
+    assert completed.returncode == 2
+    assert completed.stderr.strip().splitlines()[-1] == (
+        "flchain: error: the config needs a value for task.files (e.g. task.files=...)"
+    )

@@ -173,3 +173,21 @@ def test_report_files(small_runs: Path, tmp_path: Path, capsys: pytest.CaptureFi
     assert page.count("data:image/png;base64,") == 3
     markdown = (tmp_path / "report.md").read_text()
     assert "| round | base model |" in markdown and "verdict: PASSED" in markdown
+
+
+def test_an_unreadable_federation_file_is_bad_usage(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "federation.json").write_text("not json")
+    assert main(["verify", str(tmp_path)]) == 2
+    assert "federation file" in capsys.readouterr().err
+    (tmp_path / "federation.json").write_text('{"chain_id": 1}')
+    assert main(["verify", str(tmp_path)]) == 2
+    assert "names no federation address" in capsys.readouterr().err
+
+
+def test_a_damaged_config_is_a_finding(run_copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (run_copy / "config.yaml").write_text(": : [\n")
+    code, report = verify(capsys, str(run_copy))
+    assert code == 1
+    [failure] = failures(report)
+    assert failure["check"] == "federation parameters are the run's"
+    assert failure["detail"].startswith("config.yaml cannot be read")

@@ -13,7 +13,7 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
 from fl_chain.errors import UsageError
-from fl_chain.secretfile import read_json, write_private_json
+from fl_chain.jsonfiles import read_json, write_private_json
 
 Account.enable_unaudited_hdwallet_features()
 

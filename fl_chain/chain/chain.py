@@ -20,6 +20,7 @@ from web3.types import TxReceipt
 
 from fl_chain.chain.errors import ChainTimeout, TransactionReverted
 from fl_chain.chain.reverts import Revert, decode_revert
+from fl_chain.errors import ChainError
 
 PRIORITY_FEE = 10**9  # 1 gwei; a fixed tip keeps embedded transactions byte-reproducible
 GAS_HEADROOM = 1.2
@@ -80,7 +81,7 @@ class Chain:
     def increase_time(self, seconds: int) -> None:
         """Moves a development chain's clock forward (tests of deadlines)."""
         if self._increase_time is None:
-            raise TransactionReverted(f"the {self.backend} chain has no clock control")
+            raise ChainError(f"the {self.backend} chain has no clock control (only development chains do)")
         self._increase_time(seconds)
 
     def close(self) -> None:

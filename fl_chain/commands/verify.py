@@ -20,6 +20,7 @@ from fl_chain.chain.embedded import replay_journal
 from fl_chain.chain.journal import BlockJournal
 from fl_chain.chain.ledger import Ledger
 from fl_chain.errors import FlChainError, UsageError
+from fl_chain.jsonfiles import read_json
 from fl_chain.keyfile import read_key_file
 from fl_chain.protocol import Federation
 from fl_chain.storage.blockstore import LocalStore
@@ -74,7 +75,10 @@ def _open(args: argparse.Namespace, findings: Findings) -> tuple[Federation, Pat
     federation_file = run_dir / "federation.json"
     if not federation_file.is_file():
         raise UsageError(f"{run_dir} is not a run directory of flchain run (no federation.json)")
-    address = json.loads(federation_file.read_text())["address"]
+    federation = read_json(federation_file, "federation file")
+    address = federation.get("address") if isinstance(federation, dict) else None
+    if not isinstance(address, str):
+        raise UsageError(f"{federation_file} names no federation address")
     if not BlockJournal(run_dir / "ledger").exists:
         raise UsageError(f"{run_dir} has no chain journal (ledger/): it ran on a live chain, verify it with --rpc")
     replayed, mismatches = replay_journal(run_dir / "ledger")

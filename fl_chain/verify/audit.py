@@ -279,7 +279,12 @@ def _check_run_files(federation: Federation, result: Audit, walk: _Walk, run_dir
         on_chain = [(lineage.round, str(lineage.global_model)) for lineage in accepted]
         findings.expect("summary matches the chain", on_chain, claimed,
                         "summary.json's accepted rounds and models vs the chain's")
-    config = _config(run_dir)
+    try:
+        config = _config(run_dir)
+    except Exception as error:  # noqa: BLE001 - an unreadable config is a finding, not a crash
+        reason = " ".join(str(error).split())
+        findings.failed("federation parameters are the run's", f"config.yaml cannot be read: {reason}")
+        config = None
     if config is not None:
         parameters = walk.parameters
         task_hash = hashlib.sha256(json.dumps(config, sort_keys=True, separators=(",", ":")).encode()).digest()

@@ -1,4 +1,5 @@
-"""Reading and writing small JSON files that hold secrets (keystores, key files)."""
+"""Small JSON files: read with an error that names the file, and written privately when
+they hold secrets (keystores, key files)."""
 
 from __future__ import annotations
 
