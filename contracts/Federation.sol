@@ -33,6 +33,22 @@ contract Federation {
         NoExamples
     }
 
+    /// Why the aggregator left a committed update out of the aggregate; recorded by
+    /// `finalize` so that every commitment is accounted for and a left-out update is visible.
+    enum Exclusion {
+        None,
+        /// the blob could not be fetched intact from the content store, after retries
+        Unavailable,
+        /// authentication failed: tampered or truncated, or not sealed for the recipients
+        Undecryptable,
+        /// the header disagrees with the commitment (federation, chain, round, sender, examples)
+        WrongHeader,
+        /// the tensors' names, dtypes or shapes differ from the round's base model
+        WrongShape,
+        /// the tensors hold NaN or infinite values
+        NonFinite
+    }
+
     struct Member {
         uint32 index;
         uint8 roles;
@@ -68,6 +84,12 @@ contract Federation {
         uint64 examples;
         bytes32 r;
         bytes32 vs;
+    }
+
+    /// A committed update the aggregator leaves out of the aggregate, and why.
+    struct ExcludedUpdate {
+        address participant;
+        Exclusion reason;
     }
 
     bytes32 public constant COMMITMENT_TYPEHASH = keccak256(
@@ -122,6 +144,7 @@ contract Federation {
         uint64 indexed round, address indexed participant, bytes32 digest, uint32 codec, uint64 examples
     );
     event CommitmentRefused(uint64 indexed round, address indexed participant, Refusal reason);
+    event Excluded(uint64 indexed round, address indexed participant, Exclusion reason);
     event Finalized(
         uint64 indexed round, uint32 attempt, bytes32 digest, uint32 codec, uint256[] included
     );
@@ -146,6 +169,11 @@ contract Federation {
     error RoundNotOpen(uint64 round, RoundStatus status);
     error NotCommitted(uint64 round, uint256 memberIndex);
     error BelowQuorum(uint64 round, uint256 included, uint256 quorum);
+    error ExclusionOutOfOrder(uint64 round, address participant);
+    error ExclusionWithoutReason(uint64 round, address participant);
+    error ExcludedNotCommitted(uint64 round, address participant);
+    error ExcludedAndIncluded(uint64 round, address participant);
+    error CommitmentsUnaccounted(uint64 round, uint256 commitments, uint256 included, uint256 excluded);
     error RoundNotFinalized(uint64 round, RoundStatus status);
     error AlreadyAttested(uint64 round, address validator);
     error CannotFail(uint64 round, RoundStatus status, uint64 notBefore);
@@ -332,10 +360,16 @@ contract Federation {
         rd.commitments += uint32(accepted);
     }
 
-    function finalize(uint64 round, bytes32 digest, uint32 codec, uint256[] calldata included)
-        external
-        onlyAggregator
-    {
+    /// Finalizes the open attempt of `round` with its global model. Every commitment of the
+    /// attempt is accounted for: it is either in `included` (a bitmap over member indices)
+    /// or in `excluded`, with a reason, in ascending participant address order.
+    function finalize(
+        uint64 round,
+        bytes32 digest,
+        uint32 codec,
+        uint256[] calldata included,
+        ExcludedUpdate[] calldata excluded
+    ) external onlyAggregator {
         Round storage rd = rounds[round];
         if (rd.status != RoundStatus.Open) revert RoundNotOpen(round, rd.status);
         uint256 session = _session(round, rd.attempt);
@@ -346,6 +380,10 @@ contract Federation {
             if (stray != 0) revert NotCommitted(round, w * 256 + _lowestBit(stray));
             if (bits != 0) includedBits[session][w] = bits;
             count += _popcount(bits);
+        }
+        if (excluded.length != 0) _exclude(round, session, excluded);
+        if (count + excluded.length != rd.commitments) {
+            revert CommitmentsUnaccounted(round, rd.commitments, count, excluded.length);
         }
         if (count < quorum) revert BelowQuorum(round, count, quorum);
         rd.status = RoundStatus.Finalized;
@@ -443,6 +481,28 @@ contract Federation {
     }
 
     // ---------------------------------------------------------------- internals
+
+    /// Checks and records the exclusions of a finalizing attempt. Ascending addresses rule
+    /// out duplicates without storage; with the count check in `finalize`, every commitment
+    /// is then either included or excluded, never both and never neither.
+    function _exclude(uint64 round, uint256 session, ExcludedUpdate[] calldata excluded) private {
+        address previous = address(0);
+        for (uint256 i = 0; i < excluded.length; ++i) {
+            address participant = excluded[i].participant;
+            Exclusion reason = excluded[i].reason;
+            if (participant <= previous) revert ExclusionOutOfOrder(round, participant);
+            previous = participant;
+            if (reason == Exclusion.None) revert ExclusionWithoutReason(round, participant);
+            Member storage m = members[participant];
+            uint256 word = m.index >> 8;
+            uint256 bit = uint256(1) << (m.index & 255);
+            if (m.roles == 0 || committedBits[session][word] & bit == 0) {
+                revert ExcludedNotCommitted(round, participant);
+            }
+            if (includedBits[session][word] & bit != 0) revert ExcludedAndIncluded(round, participant);
+            emit Excluded(round, participant, reason);
+        }
+    }
 
     function _roundRefusal(Round storage rd, uint32 attempt) private view returns (Refusal) {
         if (rd.status != RoundStatus.Open) return Refusal.RoundNotOpen;

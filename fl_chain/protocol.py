@@ -7,9 +7,11 @@ One module for every role, so a newcomer reads a round in order:
    its update for the aggregator and the validators, stores it, and signs a commitment
    (`fetch_global_model`, `commit_update`);
 3. the aggregator relays the signed commitments, then **collects** the updates by the
-   CIDs the chain recorded, never by what a transport handed it (`relay`, `collect`);
+   CIDs the chain recorded, never by what a transport handed it, retrying a fetch before
+   it gives up on a blob (`relay`, `collect`);
 4. it **aggregates** deterministically, stores the global model and **finalizes** the
-   round with the included set (`aggregate`, `finalize`);
+   round with the included set and, for every other commitment, the reason it was
+   excluded (`aggregate`, `finalize`);
 5. validators re-compute the aggregate from the chain and the store and **attest** the
    CID they get; k equal attestations make the model accepted (`recompute`, `attest`).
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -28,11 +31,25 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from fl_chain.aggregation import WeightedUpdate, federated_average
 from fl_chain.chain.commitment import SignedCommitment
-from fl_chain.chain.federation import CommitmentRecord, RelayOutcome, Role, RoundStatus
+from fl_chain.chain.federation import CommitmentRecord, ExclusionReason, RelayOutcome, Role, RoundStatus
 from fl_chain.chain.ledger import Ledger
 from fl_chain.codec import decode_model, encode_model, schema_hash
 from fl_chain.envelope import ExpectedUpdate, UpdateHeader, open_envelope, seal_encoded
-from fl_chain.errors import EnvelopeError, FlChainError, StoreError
+from fl_chain.errors import (
+    EnvelopeError,
+    FlChainError,
+    InvalidModelFile,
+    NonFiniteValues,
+    NotARecipient,
+    SchemaMismatch,
+    StoreError,
+    TamperedEnvelope,
+    UsageError,
+    WrongChain,
+    WrongFederation,
+    WrongRound,
+    WrongSender,
+)
 from fl_chain.identity import Identity
 from fl_chain.storage.blockstore import ContentStore
 from fl_chain.storage.cid import Cid
@@ -45,6 +62,10 @@ GLOBAL_MODEL_FORMAT = "1"
 
 class ProtocolError(FlChainError):
     """A party's view of a round disagrees with the chain."""
+
+
+class WrongExamples(ProtocolError):
+    """An update's header claims another number of examples than its commitment."""
 
 
 @dataclass(frozen=True)
@@ -75,10 +96,36 @@ class RoundTicket:
 
 @dataclass(frozen=True)
 class Exclusion:
-    """A committed update left out of the aggregate, with the reason (for metrics and audit)."""
+    """An update left out of the aggregate: the reason in words (for metrics and audit) and
+    its code, which `finalize` records on chain. A commitment the contract refused has no
+    code: it never counted as committed, so there is nothing to exclude on chain."""
 
     participant: str
     reason: str
+    code: ExclusionReason | None = None
+
+
+@dataclass(frozen=True)
+class FetchRetries:
+    """How long a blob may take to appear: `attempts` fetches, the first wait `first_delay`
+    seconds, each next one doubled up to `max_delay`. A blob may be stored just after its
+    commitment, or a store may fail for a moment, so one failed fetch excludes nobody."""
+
+    attempts: int = 4
+    first_delay: float = 0.25
+    max_delay: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1 or self.first_delay < 0 or self.max_delay < self.first_delay:
+            raise UsageError(f"fetch retries need attempts >= 1 and 0 <= first_delay <= max_delay, got {self}")
+
+    def delays(self) -> list[float]:
+        """The waits between attempts (one fewer than the attempts)."""
+        return [min(self.first_delay * 2**n, self.max_delay) for n in range(self.attempts - 1)]
+
+
+DEFAULT_RETRIES = FetchRetries()
+NO_RETRIES = FetchRetries(attempts=1, first_delay=0.0, max_delay=0.0)
 
 
 @dataclass(frozen=True)
@@ -216,11 +263,12 @@ def collect(
     base_model: Tensors,
     only: Iterable[str] | None = None,
     stopwatch: Stopwatch | None = None,
+    retries: FetchRetries = DEFAULT_RETRIES,
 ) -> CollectedUpdates:
     """Fetches and opens the updates the chain says were committed in this round.
 
-    An update that cannot be fetched or opened is excluded with its reason, not fatal:
-    one participant's bad blob must not stop the round.
+    An update that cannot be fetched (after `retries`) or opened is excluded with its
+    reason, not fatal: one participant's bad blob must not stop the round.
     """
     wanted = {address.lower() for address in only} if only is not None else None
     expected_schema = schema_hash(base_model)
@@ -228,17 +276,24 @@ def collect(
     for record in federation.ledger.commitments(round_number):
         if wanted is not None and record.participant.lower() not in wanted:
             continue
-        try:
-            updates.append(_open_committed(federation, opener, record, expected_schema, stopwatch))
-        except (StoreError, EnvelopeError, ProtocolError) as error:
-            exclusions.append(Exclusion(record.participant, str(error)))
+        outcome = open_update(federation, opener, record, expected_schema, retries, stopwatch)
+        (exclusions if isinstance(outcome, Exclusion) else updates).append(outcome)
     return CollectedUpdates(tuple(updates), tuple(exclusions))
 
 
-def _open_committed(
-    federation: Federation, opener: X25519PrivateKey, record: CommitmentRecord, expected_schema: str,
-    stopwatch: Stopwatch | None,
-) -> WeightedUpdate:
+def open_update(
+    federation: Federation,
+    opener: X25519PrivateKey,
+    record: CommitmentRecord,
+    expected_schema: str,
+    retries: FetchRetries = DEFAULT_RETRIES,
+    stopwatch: Stopwatch | None = None,
+) -> WeightedUpdate | Exclusion:
+    """One committed update, fetched, authenticated and checked, or why it must be excluded.
+
+    The aggregator, the validators and the auditor all judge an update with this, so an
+    exclusion recorded on chain can be re-checked by anyone holding an opening key.
+    """
     expected = ExpectedUpdate(
         federation=federation.address,
         chain_id=federation.chain_id,
@@ -246,16 +301,61 @@ def _open_committed(
         sender=record.participant,
         schema_hash=expected_schema,
     )
-    with timed(stopwatch, "fetch_updates"):
-        blob = federation.store.get(record.cid)
-    with timed(stopwatch, "open_updates"):
-        opened = open_envelope(blob, opener, expected)
-    if opened.header.examples != record.examples:
-        raise ProtocolError(
-            f"update of {record.participant} claims {opened.header.examples} examples, "
-            f"its commitment {record.examples}"
-        )
+    try:
+        with timed(stopwatch, "fetch_updates"):
+            blob = fetch_blob(federation.store, record.cid, retries)
+        with timed(stopwatch, "open_updates"):
+            opened = open_envelope(blob, opener, expected)
+        if opened.header.examples != record.examples:
+            raise WrongExamples(
+                f"the update of {record.participant} claims {opened.header.examples} examples, "
+                f"its commitment {record.examples}"
+            )
+    except (StoreError, EnvelopeError, ProtocolError) as error:
+        code = exclusion_code(error)
+        return Exclusion(record.participant, f"{code.explain(record.participant, record.round)}: {error}", code)
     return WeightedUpdate(record.participant, record.examples, opened.tensors)
+
+
+def fetch_blob(store: ContentStore, cid: Cid, retries: FetchRetries = DEFAULT_RETRIES) -> bytes:
+    """A blob by CID, fetched again after a short wait while the store fails (missing,
+    corrupted or unreachable); the last failure is raised, saying how often it was tried."""
+    delays = retries.delays()
+    for delay in delays:
+        try:
+            return store.get(cid)
+        except StoreError:
+            time.sleep(delay)
+    try:
+        return store.get(cid)
+    except StoreError as error:
+        if not delays:
+            raise
+        raise StoreError(f"{error} (gave up after {retries.attempts} attempts in {sum(delays):.2f} s)") from error
+
+
+# The first matching class names the reason; order matters where classes are nested.
+_EXCLUSION_CODES: tuple[tuple[type[FlChainError], ExclusionReason], ...] = (
+    (StoreError, ExclusionReason.UNAVAILABLE),
+    (TamperedEnvelope, ExclusionReason.UNDECRYPTABLE),  # also MalformedEnvelope: truncated, not an envelope
+    (NotARecipient, ExclusionReason.UNDECRYPTABLE),
+    (WrongFederation, ExclusionReason.WRONG_HEADER),
+    (WrongChain, ExclusionReason.WRONG_HEADER),
+    (WrongRound, ExclusionReason.WRONG_HEADER),
+    (WrongSender, ExclusionReason.WRONG_HEADER),
+    (WrongExamples, ExclusionReason.WRONG_HEADER),
+    (SchemaMismatch, ExclusionReason.WRONG_SHAPE),  # declared or actual schema differs from the base model's
+    (InvalidModelFile, ExclusionReason.WRONG_SHAPE),  # authentic, but the payload holds no tensors we read
+    (NonFiniteValues, ExclusionReason.NON_FINITE),
+)
+
+
+def exclusion_code(error: FlChainError) -> ExclusionReason:
+    """The on-chain reason for excluding an update that failed with `error`."""
+    for kind, code in _EXCLUSION_CODES:
+        if isinstance(error, kind):
+            return code
+    return ExclusionReason.UNDECRYPTABLE  # any other failure to open the envelope
 
 
 # ---------------------------------------------------------------- 4. aggregate and finalize
@@ -269,8 +369,24 @@ def aggregate(federation: Federation, round_number: int, collected: CollectedUpd
     return tensors, cid
 
 
-def finalize(federation: Federation, aggregator: Identity, round_number: int, global_model: Cid, included: Sequence[str]) -> None:
-    federation.ledger.finalize(aggregator.account, round_number, global_model, included)
+def finalize(
+    federation: Federation,
+    aggregator: Identity,
+    round_number: int,
+    global_model: Cid,
+    included: Sequence[str],
+    exclusions: Sequence[Exclusion],
+) -> None:
+    """Records the round's result; the contract refuses it unless every commitment is
+    included or excluded with its reason code."""
+    uncoded = [exclusion.participant for exclusion in exclusions if exclusion.code is None]
+    if uncoded:
+        raise ProtocolError(
+            f"round {round_number}: {', '.join(uncoded)} cannot be excluded on chain without a reason code "
+            "(a refused commitment was never committed, so it is not an exclusion)"
+        )
+    excluded = [(exclusion.participant, exclusion.code) for exclusion in exclusions if exclusion.code is not None]
+    federation.ledger.finalize(aggregator.account, round_number, global_model, included, excluded)
 
 
 # ---------------------------------------------------------------- 5. validate and attest

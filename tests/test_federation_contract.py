@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import re
 
 import pytest
 from eth_abi import encode
 from eth_utils import keccak
+from web3.logs import DISCARD
 
 from fl_chain.chain.chain import Chain
 from fl_chain.chain.commitment import SignedCommitment, recover_signer
 from fl_chain.chain.errors import NotAFederation, TransactionReverted
-from fl_chain.chain.federation import Refusal, Role, RoundStatus
+from fl_chain.chain.federation import ExclusionReason, Refusal, Role, RoundStatus
 from fl_chain.chain.ledger import Ledger
 from fl_chain.storage.cid import Cid
 
@@ -68,9 +70,11 @@ def test_a_full_round_is_accepted_and_auditable(ledger: Ledger, consortium: Cons
 
     global_model = update_cid("global/1")
     included = [p.address for p in consortium.participants[:3]]
-    ledger.finalize(consortium.aggregator.account, 1, global_model, included)
+    excluded = [(consortium.participants[3].address, ExclusionReason.NON_FINITE)]
+    ledger.finalize(consortium.aggregator.account, 1, global_model, included, excluded)
     assert ledger.round(1).status == RoundStatus.FINALIZED
     assert sorted(ledger.included(1)) == sorted(included)
+    assert ledger.exclusions(1) == excluded
 
     ledger.attest(consortium.validators[0].account, 1, global_model)
     assert ledger.round(1).status == RoundStatus.FINALIZED  # threshold is two
@@ -164,7 +168,8 @@ def test_finalize_below_quorum_or_with_uncommitted_participant_is_refused(
     ledger.relay(consortium.aggregator.account, sign_all(ledger, consortium, 1, 1, 3))
     committed = [p.address for p in consortium.participants[:3]]
     with pytest.raises(TransactionReverted, match="includes 2 updates, below the quorum of 3"):
-        ledger.finalize(consortium.aggregator.account, 1, update_cid("g"), committed[:2])
+        ledger.finalize(consortium.aggregator.account, 1, update_cid("g"), committed[:2],
+                        [(committed[2], ExclusionReason.WRONG_SHAPE)])
     uncommitted = consortium.participants[4]
     index = ledger.member(uncommitted.address).index
     with pytest.raises(TransactionReverted, match=f"member #{index} did not commit in round 1"):
@@ -172,6 +177,54 @@ def test_finalize_below_quorum_or_with_uncommitted_participant_is_refused(
     with pytest.raises(TransactionReverted, match="is not the federation's current aggregator"):
         ledger.finalize(consortium.participants[0].account, 1, update_cid("g"), committed)
     assert ledger.round(1).status == RoundStatus.OPEN
+
+
+def test_finalize_records_each_exclusion_with_its_reason(ledger: Ledger, consortium: Consortium) -> None:
+    ledger.open_round(consortium.aggregator.account, 1, genesis_cid())
+    ledger.relay(consortium.aggregator.account, sign_all(ledger, consortium, 1, 1, 5))
+    included = [p.address for p in consortium.participants[:3]]
+    excluded = {consortium.participants[3].address: ExclusionReason.UNAVAILABLE,
+                consortium.participants[4].address: ExclusionReason.UNDECRYPTABLE}
+    descending = sorted(excluded.items(), key=lambda item: int(item[0], 16), reverse=True)
+    receipt = ledger.finalize(consortium.aggregator.account, 1, update_cid("g"), included, descending)
+    events = ledger.contract.events.Excluded().process_receipt(receipt, errors=DISCARD)
+    assert sorted((e["args"]["round"], e["args"]["participant"], e["args"]["reason"]) for e in events) == sorted(
+        (1, address, int(reason)) for address, reason in excluded.items())
+    assert [int(e["args"]["participant"], 16) for e in events] == sorted(int(a, 16) for a in excluded)
+    assert dict(ledger.exclusions(1)) == excluded
+    state = ledger.round(1)
+    assert (state.status, state.included, state.commitments) == (RoundStatus.FINALIZED, 3, 5)
+
+
+def test_finalize_refuses_exclusions_that_do_not_account_for_the_commitments(
+    ledger: Ledger, consortium: Consortium
+) -> None:
+    ledger.open_round(consortium.aggregator.account, 1, genesis_cid())
+    ledger.relay(consortium.aggregator.account, sign_all(ledger, consortium, 1, 1, 4))
+    aggregator, model = consortium.aggregator.account, update_cid("g")
+    first, *rest = [p.address for p in consortium.participants[:4]]
+    silent, absent, outsider = rest[-1], consortium.participants[4].address, consortium.outsider.address
+    cases = [
+        ([first, *rest[:2]], [(absent, ExclusionReason.UNAVAILABLE), (silent, ExclusionReason.NON_FINITE)],
+         "ExcludedNotCommitted", f"{absent} did not commit in round 1, so there is no update of it to exclude"),
+        ([first, *rest[:2]], [(outsider, ExclusionReason.UNAVAILABLE), (silent, ExclusionReason.NON_FINITE)],
+         "ExcludedNotCommitted", f"{outsider} did not commit in round 1"),
+        ([first, *rest], [(first, ExclusionReason.WRONG_HEADER)],
+         "ExcludedAndIncluded", f"{first} is both included and excluded in round 1"),
+        ([first, *rest[:2]], [(silent, ExclusionReason.WRONG_SHAPE), (silent, ExclusionReason.NON_FINITE)],
+         "ExclusionOutOfOrder", f"must name each participant once, in ascending address order: {silent} is repeated"),
+        ([first, *rest[:2]], [(silent, ExclusionReason.NONE)],
+         "ExclusionWithoutReason", f"the exclusion of {silent} in round 1 gives no reason"),
+        ([first, *rest[:2]], [],
+         "CommitmentsUnaccounted", "round 1 has 4 commitments, but 3 are included and 0 excluded: every commitment"),
+    ]
+    for included, excluded, error, says in cases:
+        with pytest.raises(TransactionReverted, match=re.escape(says)) as caught:
+            ledger.finalize(aggregator, 1, model, included, excluded)
+        assert caught.value.error == error
+    assert ledger.round(1).status == RoundStatus.OPEN
+    ledger.finalize(aggregator, 1, model, [first, *rest[:2]], [(silent, ExclusionReason.WRONG_SHAPE)])
+    assert ledger.round(1).status == RoundStatus.FINALIZED
 
 
 def test_attestation_rules(ledger: Ledger, consortium: Consortium) -> None:

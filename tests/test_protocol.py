@@ -11,10 +11,12 @@ import pytest
 from fl_chain import protocol
 from fl_chain.chain.chain import Chain
 from fl_chain.chain.embedded import EmbeddedChain
-from fl_chain.chain.federation import FederationParameters, RoundStatus
+from fl_chain.chain.federation import ExclusionReason, FederationParameters, RoundStatus
 from fl_chain.consortium import SimulatedConsortium
 from fl_chain.protocol import Federation, ProtocolError
 from fl_chain.storage.blockstore import LocalStore
+
+QUICK = protocol.FetchRetries(attempts=2, first_delay=0.01, max_delay=0.01)
 
 
 def model(seed: int) -> dict[str, np.ndarray]:
@@ -45,9 +47,9 @@ def train_round(federation: Federation, consortium: SimulatedConsortium, round_n
             data[-1] ^= 1
             path.write_bytes(bytes(data))
     protocol.relay(federation, consortium.aggregator, reversed(receipts))
-    collected = protocol.collect(federation, consortium.aggregator.x25519_private, round_number, base)
+    collected = protocol.collect(federation, consortium.aggregator.x25519_private, round_number, base, retries=QUICK)
     tensors, cid = protocol.aggregate(federation, round_number, collected)
-    protocol.finalize(federation, consortium.aggregator, round_number, cid, collected.included)
+    protocol.finalize(federation, consortium.aggregator, round_number, cid, collected.included, collected.exclusions)
     for validator in consortium.validators:
         protocol.attest(federation, validator, round_number, protocol.recompute(federation, validator, round_number))
     return collected, tensors, cid
@@ -78,6 +80,7 @@ def test_a_tampered_update_is_excluded_with_its_reason(tmp_path: Path) -> None:
     assert "is corrupted: its stored bytes hash to" in collected.exclusions[0].reason
     assert len(collected.included) == 3
     assert federation.ledger.round(1).status == RoundStatus.ACCEPTED
+    assert federation.ledger.exclusions(1) == [(consortium.participants[2].address, ExclusionReason.UNAVAILABLE)]
 
 
 def test_participant_rejects_an_announcement_the_chain_contradicts(tmp_path: Path) -> None:

@@ -269,7 +269,8 @@ def measure_round(participants: int, validators: int, directory: Path, say: Prog
     with stages("aggregate"):
         _, global_model = protocol.aggregate(federation, ROUND, collected)
     with stages("finalize"):
-        protocol.finalize(federation, consortium.aggregator, ROUND, global_model, collected.included)
+        protocol.finalize(federation, consortium.aggregator, ROUND, global_model, collected.included,
+                          collected.exclusions)
     say(f"scale: {participants} participants: {len(collected.included)} updates aggregated, validators recomputing")
     with stages("validate"):
         for validator in consortium.validators[:ATTESTATION_THRESHOLD]:

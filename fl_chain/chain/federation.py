@@ -1,4 +1,4 @@
-"""The Federation contract's vocabulary in Python: roles, statuses, refusals, records.
+"""The Federation contract's vocabulary in Python: roles, statuses, refusals, exclusions, records.
 
 Kept apart from the `Ledger` client so that verifiers, reports and error messages share
 one definition of what the contract's numbers mean.
@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum, IntFlag
+
+from eth_utils import to_checksum_address
 
 from fl_chain.chain.reverts import Revert
 from fl_chain.storage.cid import Cid
@@ -63,6 +65,41 @@ class Refusal(IntEnum):
             Refusal.WRONG_ATTEMPT: "it is for another attempt of the round",
             Refusal.DEADLINE_PASSED: "the round's deadline has passed",
         }.get(self, self.name.lower().replace("_", " "))
+
+
+class ExclusionReason(IntEnum):
+    """Why the aggregator left a committed update out (mirrors Federation.Exclusion)."""
+
+    NONE = 0
+    UNAVAILABLE = 1
+    UNDECRYPTABLE = 2
+    WRONG_HEADER = 3
+    WRONG_SHAPE = 4
+    NON_FINITE = 5
+
+    @property
+    def label(self) -> str:
+        """The reason in two words or fewer, for tables: "wrong shape"."""
+        return "non-finite" if self is ExclusionReason.NON_FINITE else self.name.lower().replace("_", " ")
+
+    def explain(self, participant: str, round_number: int) -> str:
+        """A sentence naming whose update was excluded and why."""
+        templates = {
+            ExclusionReason.UNAVAILABLE: "the update of {p} for round {r} could not be fetched intact from the content store",
+            ExclusionReason.UNDECRYPTABLE: (
+                "the update of {p} for round {r} does not open: tampered, truncated or not sealed for the recipients"
+            ),
+            ExclusionReason.WRONG_HEADER: (
+                "the header of {p}'s update for round {r} disagrees with its commitment "
+                "(federation, chain, round, sender or examples)"
+            ),
+            ExclusionReason.WRONG_SHAPE: (
+                "the update of {p} for round {r} does not have the base model's tensor names, dtypes and shapes"
+            ),
+            ExclusionReason.NON_FINITE: "the update of {p} for round {r} holds NaN or infinite values",
+        }
+        return templates.get(self, "the update of {p} for round {r} was excluded without a reason").format(
+            p=participant, r=round_number)
 
 
 @dataclass(frozen=True)
@@ -124,6 +161,7 @@ class RelayOutcome:
 def explain_revert(revert: Revert) -> str:
     """An operator-readable sentence for each of the contract's custom errors."""
     a = revert.args
+    p = to_checksum_address(a["participant"]) if "participant" in a else ""
     if revert.name == "Refused":
         return Refusal(a["reason"]).explain(a["participant"], a["round"])
     messages = {
@@ -147,6 +185,19 @@ def explain_revert(revert: Revert) -> str:
         "RoundNotOpen": lambda: f"round {a['round']} is not open (it is {RoundStatus(a['status']).name.lower()})",
         "NotCommitted": lambda: f"member #{a['memberIndex']} did not commit in round {a['round']} and cannot be included",
         "BelowQuorum": lambda: f"round {a['round']} includes {a['included']} updates, below the quorum of {a['quorum']}",
+        "ExclusionOutOfOrder": lambda: (
+            f"exclusions in round {a['round']} must name each participant once, in ascending address order: "
+            f"{p} is repeated or out of order"
+        ),
+        "ExclusionWithoutReason": lambda: f"the exclusion of {p} in round {a['round']} gives no reason",
+        "ExcludedNotCommitted": lambda: (
+            f"{p} did not commit in round {a['round']}, so there is no update of it to exclude"
+        ),
+        "ExcludedAndIncluded": lambda: f"{p} is both included and excluded in round {a['round']}",
+        "CommitmentsUnaccounted": lambda: (
+            f"round {a['round']} has {a['commitments']} commitments, but {a['included']} are included and "
+            f"{a['excluded']} excluded: every commitment must be included or excluded with a reason"
+        ),
         "RoundNotFinalized": lambda: (
             f"round {a['round']} is not finalized (it is {RoundStatus(a['status']).name.lower()})"
         ),

@@ -22,6 +22,7 @@ from fl_chain.chain.commitment import Commitment, SignedCommitment, sign_commitm
 from fl_chain.chain.errors import NotAFederation
 from fl_chain.chain.federation import (
     CommitmentRecord,
+    ExclusionReason,
     FederationParameters,
     Member,
     Refusal,
@@ -142,10 +143,26 @@ class Ledger:
         )
         return RelayOutcome(accepted, refused, int(receipt["gasUsed"]))
 
-    def finalize(self, aggregator: LocalAccount, round_number: int, global_model: Cid, included: Sequence[str]) -> TxReceipt:
+    def finalize(
+        self,
+        aggregator: LocalAccount,
+        round_number: int,
+        global_model: Cid,
+        included: Sequence[str],
+        excluded: Sequence[tuple[str, ExclusionReason]] = (),
+    ) -> TxReceipt:
+        """Finalizes the round; every commitment must be `included` or `excluded` with a reason.
+
+        Exclusions are sent in the ascending address order the contract checks (its cheap
+        way of refusing duplicates), whatever order they are given in.
+        """
         index_of = {member.address: member.index for member in self.members()}
         words = bitmap_words(index_of[to_checksum_address(address)] for address in included)
-        call = self.contract.functions.finalize(round_number, global_model.digest, global_model.codec, words)
+        exclusions = sorted(
+            ((to_checksum_address(address), int(reason)) for address, reason in excluded),
+            key=lambda exclusion: int(exclusion[0], 16),
+        )
+        call = self.contract.functions.finalize(round_number, global_model.digest, global_model.codec, words, exclusions)
         return self._transact(aggregator, call)
 
     def attest(self, validator: LocalAccount, round_number: int, global_model: Cid) -> TxReceipt:
@@ -238,6 +255,16 @@ class Ledger:
             )
             for log in logs
         ]
+
+    def exclusions(self, round_number: int) -> list[tuple[str, ExclusionReason]]:
+        """The current attempt's exclusions (participant, reason), read from Excluded events."""
+        state = self.round(round_number)
+        if state.status == RoundStatus.NONE:
+            return []
+        logs = self.contract.events.Excluded().get_logs(
+            from_block=state.opened_block, argument_filters={"round": round_number}
+        )
+        return [(log["args"]["participant"], ExclusionReason(log["args"]["reason"])) for log in logs]
 
     # ------------------------------------------------------------ internals
 

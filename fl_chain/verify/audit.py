@@ -2,8 +2,10 @@
 
 The chain's event log is walked in order, keeping the membership and the accepted model
 as they were at each event, so each commitment is judged by the rules in force at its
-block. Then every committed blob is checked against its CID and its commitment and, with
-an opening key, every included update is opened and the round re-aggregated to the byte.
+block, and each finalized attempt must account for every commitment: included, or excluded
+with a reason. Then every included blob is checked against its CID and its commitment, each
+exclusion is re-judged (a valid update excluded is a censored one) and, with an opening
+key, every included update is opened and the round re-aggregated to the byte.
 """
 
 from __future__ import annotations
@@ -19,13 +21,22 @@ from eth_utils import keccak
 
 from fl_chain.aggregation import federated_average
 from fl_chain.chain.artifacts import FEDERATION, deployed_code_matches
-from fl_chain.chain.federation import Role
+from fl_chain.chain.federation import CommitmentRecord, ExclusionReason, Role
 from fl_chain.chain.history import Event, read_history
 from fl_chain.chain.ledger import bitmap_indices
+from fl_chain.codec import schema_hash
 from fl_chain.envelope import read_header
 from fl_chain.errors import FlChainError
 from fl_chain.keyfile import OpeningKey
-from fl_chain.protocol import Federation, collect, encode_global_model, load_model
+from fl_chain.protocol import (
+    NO_RETRIES,
+    Exclusion,
+    Federation,
+    collect,
+    encode_global_model,
+    load_model,
+    open_update,
+)
 from fl_chain.storage.cid import Cid
 from fl_chain.storage.unixfs import cid_of
 from fl_chain.verify.findings import Findings
@@ -37,7 +48,13 @@ class CommitmentLine:
     examples: int
     cid: Cid
     block_number: int
+    transaction: str
     included: bool = False
+    exclusion: ExclusionReason | None = None
+
+    def record(self, round_number: int) -> CommitmentRecord:
+        return CommitmentRecord(self.participant, round_number, self.cid, self.examples, self.block_number,
+                                self.transaction)
 
 
 @dataclass
@@ -49,6 +66,7 @@ class RoundLineage:
     base: Cid
     deadline: int
     commitments: list[CommitmentLine] = field(default_factory=list)
+    excluded: list[tuple[str, ExclusionReason]] = field(default_factory=list)  # Excluded events of this attempt
     global_model: Cid | None = None
     attestations: list[tuple[str, Cid, bool]] = field(default_factory=list)
     accepted: bool = False
@@ -133,7 +151,18 @@ class _Walk:
         else:
             self.findings.passed("once", **where)
         lineage.commitments.append(CommitmentLine(participant, event.args["examples"],
-                                                  _cid(event.args["digest"], event.args["codec"]), event.block_number))
+                                                  _cid(event.args["digest"], event.args["codec"]), event.block_number,
+                                                  event.transaction))
+
+    def _on_Excluded(self, event: Event) -> None:  # noqa: N802
+        number, participant = event.args["round"], event.args["participant"]
+        lineage = self.rounds[number]
+        if lineage.global_model is not None:
+            self.findings.failed("commitments accounted for",
+                                 f"{participant} excluded after attempt {lineage.attempt} was finalized",
+                                 round=number, participant=participant)
+            return
+        lineage.excluded.append((participant, ExclusionReason(event.args["reason"])))
 
     def _on_Finalized(self, event: Event) -> None:  # noqa: N802
         number = event.args["round"]
@@ -151,6 +180,35 @@ class _Walk:
         else:
             self.findings.passed("included were committed", round=number)
         self._at_least("quorum", len(included), self.parameters.quorum, "included updates", round=number)
+        self._account(lineage, included)
+
+    def _account(self, lineage: RoundLineage, included: set[str]) -> None:
+        """Every commitment of a finalized attempt is included or excluded with a reason,
+        never both, never neither: an aggregator cannot drop an update silently."""
+        committed = {line.participant: line for line in lineage.commitments}
+        problems, seen = [], set()
+        for participant, reason in lineage.excluded:
+            if participant in seen:
+                problems.append(f"{participant} excluded twice")
+            elif participant not in committed:
+                problems.append(f"{participant} excluded without a commitment")
+            elif participant in included:
+                problems.append(f"{participant} both included and excluded")
+            elif reason == ExclusionReason.NONE:
+                problems.append(f"{participant} excluded without a reason")
+            else:
+                committed[participant].exclusion = reason
+            seen.add(participant)
+        silent = [p for p, line in committed.items() if p not in included and line.exclusion is None]
+        if silent:
+            problems.append(f"committed but neither included nor excluded: {', '.join(silent)}")
+        if problems:
+            excluded = sum(line.exclusion is not None for line in committed.values())
+            self.findings.failed("commitments accounted for", "; ".join(problems), round=lineage.round,
+                                 expected=f"{len(committed)} commitments = included + excluded",
+                                 found=f"{len(included & committed.keys())} included + {excluded} excluded")
+        else:
+            self.findings.passed("commitments accounted for", round=lineage.round)
 
     def _on_Attested(self, event: Event) -> None:  # noqa: N802
         number, validator = event.args["round"], event.args["validator"]
@@ -208,8 +266,15 @@ def _check_round_data(federation: Federation, lineage: RoundLineage, keys: list[
                             [log, line.participant, line.cid.digest, line.cid.codec, line.examples]))
     findings.expect("commitment events complete", "0x" + state.commitment_log.hex(), "0x" + log.hex(),
                     "the Committed events must hash to the contract's commitment log", round=number)
+    base = _base_model(federation, lineage, findings) if keys and lineage.global_model is not None else None
     for line in lineage.commitments:
-        _check_blob(federation, number, line, findings)
+        if line.exclusion is None:
+            _check_blob(federation, number, line, findings)
+        elif base is None:
+            why = "the round's base model cannot be loaded" if keys else "no opening key given (--key)"
+            _check_exclusion_publicly(federation, number, line, why, findings)
+        else:
+            _check_exclusion(federation, number, line, keys, schema_hash(base), findings)
     if lineage.global_model is None:
         return
     try:
@@ -220,7 +285,17 @@ def _check_round_data(federation: Federation, lineage: RoundLineage, keys: list[
     if not keys:
         findings.unchecked("re-aggregation", "no opening key given (--key): updates cannot be opened", round=number)
         return
-    _reaggregate(federation, lineage, keys, findings)
+    if base is not None:
+        _reaggregate(federation, lineage, keys, base, findings)
+
+
+def _base_model(federation: Federation, lineage: RoundLineage, findings: Findings) -> dict[str, Any] | None:
+    try:
+        return load_model(federation.store, lineage.base)
+    except FlChainError as error:
+        findings.failed("re-aggregation", f"the base model {lineage.base} cannot be loaded: {error}",
+                        round=lineage.round)
+        return None
 
 
 def _check_blob(federation: Federation, number: int, line: CommitmentLine, findings: Findings) -> None:
@@ -232,25 +307,98 @@ def _check_blob(federation: Federation, number: int, line: CommitmentLine, findi
         return
     findings.passed("blob matches its CID", **where)
     try:
-        header = read_header(blob)
+        expected, found = _header_against_commitment(federation, number, line, blob)
     except FlChainError as error:
         findings.failed("header matches commitment", f"unreadable header: {error}", **where)
         return
-    expected = (federation.address, federation.chain_id, number, line.participant, line.examples)
-    found = (header.federation, header.chain_id, header.round, header.sender, header.examples)
     findings.expect("header matches commitment", expected, found,
                     "(federation, chain, round, sender, examples) of the blob vs its commitment", **where)
 
 
-def _reaggregate(federation: Federation, lineage: RoundLineage, keys: list[OpeningKey], findings: Findings) -> None:
+def _header_against_commitment(federation: Federation, number: int, line: CommitmentLine,
+                               blob: bytes) -> tuple[tuple[object, ...], tuple[object, ...]]:
+    """(federation, chain, round, sender, examples) as committed, and as the clear header says."""
+    header = read_header(blob)
+    expected = (federation.address, federation.chain_id, number, line.participant, line.examples)
+    return expected, (header.federation, header.chain_id, header.round, header.sender, header.examples)
+
+
+EXCLUSION_CHECK = "exclusion justified"
+_LATE = "it may have arrived after the aggregator gave up fetching it"
+
+
+def _check_exclusion(federation: Federation, number: int, line: CommitmentLine, keys: list[OpeningKey],
+                     schema: str, findings: Findings) -> None:
+    """Re-judges an exclusion recorded on chain by opening the update as the aggregator did:
+    an update that opens and is well-formed was censored, whatever reason was recorded."""
+    claimed = line.exclusion
+    assert claimed is not None
+    where = {"round": number, "participant": line.participant}
+    outcomes = [(key, open_update(federation, key.private_key, line.record(number), schema, NO_RETRIES))
+                for key in keys]
+    opened_by = [key.owner for key, outcome in outcomes if not isinstance(outcome, Exclusion)]
+    failures = [outcome for _, outcome in outcomes if isinstance(outcome, Exclusion)]
+    codes = {failure.code for failure in failures}
+    if opened_by and claimed == ExclusionReason.UNAVAILABLE:
+        findings.unchecked(EXCLUSION_CHECK, f"excluded as unavailable, but the blob is in the store now and opens "
+                                            f"as a valid update: {_LATE}", **where)
+    elif opened_by:
+        findings.failed(EXCLUSION_CHECK, f"the aggregator excluded a valid update of {line.participant} as "
+                                         f"{claimed.label}: it opens and is well-formed with {opened_by[0]}'s key",
+                        expected=claimed.label, found="a valid update", **where)
+    elif claimed in codes:
+        findings.passed(EXCLUSION_CHECK, **where)
+    elif claimed == ExclusionReason.UNAVAILABLE:
+        findings.unchecked(EXCLUSION_CHECK, f"excluded as unavailable, but the blob is in the store now ({_LATE}); "
+                                            f"it would have been excluded anyway: {failures[0].reason}", **where)
+    elif codes <= {ExclusionReason.UNAVAILABLE, ExclusionReason.UNDECRYPTABLE}:
+        findings.unchecked(EXCLUSION_CHECK, f"excluded as {claimed.label}, which cannot be checked: "
+                                            f"{failures[0].reason}", **where)
+    else:
+        failure = failures[0]
+        findings.failed(EXCLUSION_CHECK, f"the aggregator recorded {claimed.label}, but the update fails otherwise: "
+                                         f"{failure.reason}", expected=claimed.label,
+                        found=failure.code.label if failure.code else "", **where)
+
+
+def _check_exclusion_publicly(federation: Federation, number: int, line: CommitmentLine, why: str,
+                              findings: Findings) -> None:
+    """What can be checked of an exclusion without opening the update: that the blob is
+    missing, or that its clear header disagrees with the commitment."""
+    claimed = line.exclusion
+    assert claimed is not None
+    where = {"round": number, "participant": line.participant}
+    try:
+        blob = federation.store.get(line.cid)
+    except FlChainError as error:
+        if claimed == ExclusionReason.UNAVAILABLE:
+            findings.passed(EXCLUSION_CHECK, **where)
+        else:
+            findings.unchecked(EXCLUSION_CHECK, f"excluded as {claimed.label}, but the blob is not in the store "
+                                                f"now, so that cannot be checked: {error}", **where)
+        return
+    if claimed == ExclusionReason.UNAVAILABLE:
+        findings.unchecked(EXCLUSION_CHECK, f"excluded as unavailable, but the blob is in the store now: {_LATE}",
+                           **where)
+        return
+    if claimed == ExclusionReason.WRONG_HEADER:
+        try:
+            expected, found = _header_against_commitment(federation, number, line, blob)
+        except FlChainError:
+            expected = found = ()  # an unreadable header is no wrong header: only opening says what it is
+        if expected != found:
+            findings.passed(EXCLUSION_CHECK, **where)
+            return
+    findings.unchecked(EXCLUSION_CHECK, f"excluded as {claimed.label}, which only opening the update can "
+                                        f"confirm: {why}", **where)
+
+
+def _reaggregate(federation: Federation, lineage: RoundLineage, keys: list[OpeningKey], base: dict[str, Any],
+                 findings: Findings) -> None:
     number = lineage.round
     included = [line.participant for line in lineage.commitments if line.included]
-    try:
-        base = load_model(federation.store, lineage.base)
-    except FlChainError as error:
-        findings.failed("re-aggregation", f"the base model {lineage.base} cannot be loaded: {error}", round=number)
-        return
-    outcomes = [(key, collect(federation, key.private_key, number, base, included)) for key in keys]
+    outcomes = [(key, collect(federation, key.private_key, number, base, included, retries=NO_RETRIES))
+                for key in keys]
     key, collected = min(outcomes, key=lambda outcome: len(outcome[1].exclusions))
     for exclusion in collected.exclusions:
         findings.failed("update opens", exclusion.reason, round=number, participant=exclusion.participant)

@@ -7,14 +7,15 @@ import html
 from pathlib import Path
 from typing import Any
 
-from fl_chain.verify.audit import Audit, RoundLineage
+from fl_chain.verify.audit import EXCLUSION_CHECK, Audit, CommitmentLine, RoundLineage
 from fl_chain.verify.findings import Finding, Status
 
 MARKS = {Status.PASSED: "✓", Status.FAILED: "✗", Status.UNCHECKED: "·"}
 PARTICIPANT_CHECKS = ("member", "before deadline", "once", "blob matches its CID", "header matches commitment", "update opens")
 COLUMN_TITLES = ("member", "deadline", "once", "blob", "header", "opens")
 ROUND_CHECKS = (
-    "opened on the accepted model", "included were committed", "quorum", "commitment events complete",
+    "opened on the accepted model", "included were committed", "commitments accounted for", "quorum",
+    "commitment events complete",
     "global model stored", "re-aggregation", "attestations reached the threshold", "accepted the finalized model",
 )
 
@@ -69,10 +70,19 @@ def _round_table(result: Audit, lineage: RoundLineage) -> list[str]:
     for line in lineage.commitments:
         marks = " ".join(f"{_mark(findings, check, line.participant):<8}" for check in PARTICIPANT_CHECKS)
         lines.append(f"  {short(line.participant):<19} {line.examples:>8}  {short(line.cid):<17} {marks} "
-                     f"{'yes' if line.included else 'no'}")
+                     f"{_inclusion(findings, line)}")
     lines.append("  " + "  ".join(f"{_mark(findings, check)} {check}" for check in ROUND_CHECKS
                                  if _mark(findings, check) != " "))
     return lines
+
+
+def _inclusion(findings: list[Finding], line: CommitmentLine) -> str:
+    """"yes", "no", or the exclusion's reason and whether it stood up: "excluded: wrong shape ✓"."""
+    if line.included:
+        return "yes"
+    if line.exclusion is None:
+        return "no"
+    return f"excluded: {line.exclusion.label} {_mark(findings, EXCLUSION_CHECK, line.participant)}".rstrip()
 
 
 def json_report(result: Audit, seconds: float) -> dict[str, Any]:
@@ -96,7 +106,8 @@ def _lineage_json(lineage: RoundLineage) -> dict[str, Any]:
         "global_model": str(lineage.global_model) if lineage.global_model else None,
         "accepted": lineage.accepted,
         "commitments": [{"participant": c.participant, "examples": c.examples, "cid": str(c.cid),
-                         "included": c.included} for c in lineage.commitments],
+                         "included": c.included, "excluded": c.exclusion.name.lower() if c.exclusion else None}
+                        for c in lineage.commitments],
         "attestations": [{"validator": v, "cid": str(cid), "agrees": agrees} for v, cid, agrees in lineage.attestations],
     }
 
@@ -121,9 +132,12 @@ def _document_sections(result: Audit) -> list[tuple[str, list[str], list[list[st
     if accepted:
         sections.append(("Lineage of the final model",
                          [f"The final model {accepted[-1].global_model} is the last of this chain of accepted rounds."],
-                         [["round", "base model", "updates (participant: examples)", "global model", "attestations"]]
+                         [["round", "base model", "updates (participant: examples)", "excluded (participant: reason)",
+                           "global model", "attestations"]]
                          + [[str(r.round), str(r.base),
                              "; ".join(f"{c.participant}: {c.examples}" for c in r.commitments if c.included),
+                             "; ".join(f"{c.participant}: {c.exclusion.label}" for c in r.commitments if c.exclusion)
+                             or "none",
                              str(r.global_model), str(sum(a for _, _, a in r.attestations))] for r in accepted]))
     rows = [["round", "participant", "check", "result", "evidence"]]
     rows += [[str(f.round or ""), f.participant or "", f.check, f.status.value,
