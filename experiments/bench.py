@@ -17,9 +17,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from experiments.overrides import compose_jobs
 from fl_chain.errors import UsageError
 
 SUITES = ("gas", "throughput", "scale", "overhead", "accuracy")
@@ -41,8 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def suite_config(suite: str, overrides: list[str]) -> dict[str, Any]:
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        config = OmegaConf.to_container(compose(config_name=suite, overrides=overrides), resolve=True)
+    """configs/bench/SUITE.yaml with `overrides`; a mistyped key or value is a UsageError."""
+    [job] = compose_jobs(CONFIG_DIR, suite, overrides)
+    config = OmegaConf.to_container(job, resolve=True)
     assert isinstance(config, dict)
     return config
 

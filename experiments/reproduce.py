@@ -9,13 +9,12 @@ reproduced global model CIDs.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
 from fl_chain.errors import UsageError
+from fl_chain.jsonfiles import read_json
+from fl_chain.rundir import open_run_dir, read_run_config
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -27,24 +26,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def handle(args: argparse.Namespace) -> int:
-    from aggregator.launch import run_experiment  # Flower and torch: only when running
-
-    run_dir: Path = args.run_dir
-    for name in ("config.yaml", "summary.json"):
-        if not (run_dir / name).is_file():
-            raise UsageError(f"{run_dir} is not a finished run directory (no {name})")
+    run_dir = open_run_dir(args.run_dir, needs=("config.yaml", "summary.json"))
     out = args.out or run_dir.with_name(run_dir.name + "-reproduced")
     if out.exists():
         raise UsageError(f"{out} already exists: choose another directory with --out")
-    try:
-        config = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"), resolve=True)
-    except Exception as error:  # noqa: BLE001 - any YAML or OmegaConf failure means the same to the user
-        raise UsageError(f"{run_dir / 'config.yaml'} is not a readable config: {error}") from None
-    if not isinstance(config, dict):
-        raise UsageError(f"{run_dir / 'config.yaml'} is not a config mapping")
+    config = read_run_config(run_dir)
+    before = _global_models(run_dir / "summary.json")
+
+    from aggregator.launch import run_experiment  # Flower and torch: only when running
+
     reproduced = run_experiment(config, out)
-    original = json.loads((run_dir / "summary.json").read_text())
-    before = {r["round"]: r["global_cid"] for r in original["rounds"]}
     after = {r["round"]: r["global_cid"] for r in reproduced["rounds"]}
     print(f"{'round':>5}  {'original':<61} {'reproduced':<61} same")
     for number in sorted(before.keys() | after.keys()):
@@ -53,3 +44,12 @@ def handle(args: argparse.Namespace) -> int:
     identical = before == after
     print(f"{'every global model reproduced exactly' if identical else 'the runs differ'} ({out})", file=sys.stderr)
     return 0 if identical else 1
+
+
+def _global_models(summary_file: Path) -> dict[int, str]:
+    """Round number -> global model CID, as the original run's summary.json records them."""
+    summary = read_json(summary_file, "run summary")
+    try:
+        return {r["round"]: r["global_cid"] for r in summary["rounds"]}
+    except (KeyError, TypeError):
+        raise UsageError(f"{summary_file} does not list rounds with their global model CIDs") from None

@@ -1,7 +1,9 @@
 """`flchain run key=value ...`: the Hydra entry point for one experiment (or a `-m` sweep).
 
 Composes configs/ with the overrides, writes the resolved config into the run directory
-(Hydra's `hydra.run.dir`, default runs/<timestamp>), and runs it.
+(Hydra's `hydra.run.dir`, default runs/<timestamp>), and runs it. Every job's config (each
+sweep point under `-m`) is composed and validated first, so a mistyped key or value is one
+clear error before any job starts, not a Hydra report or a failure halfway through a sweep.
 """
 
 from __future__ import annotations
@@ -11,10 +13,12 @@ import sys
 from pathlib import Path
 
 import hydra
+from hydra._internal.utils import get_args_parser
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from fl_chain.errors import FlChainError
+from experiments.overrides import compose_jobs
+from fl_chain.errors import FlChainError, UsageError
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
@@ -35,19 +39,53 @@ def experiment(cfg: DictConfig) -> float | None:
     return summary["final"]["accuracy"]
 
 
+# Hydra's own command line (overrides, -m, --cfg, --help, ...), parsed here so that its flags
+# may stand anywhere among the overrides and the jobs can be checked before Hydra starts
+HYDRA_ARGUMENTS = get_args_parser()
+EXCLUSIVE_MODES = ("run", "multirun", "cfg", "info", "shell_completion")
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = subparsers.add_parser(
         "run",
         help="run an experiment (Hydra: key=value overrides, -m for sweeps)",
         description="Run a federated experiment. Arguments are Hydra overrides, e.g. "
                     "`flchain run task=digits num_participants=10 rounds=20`, or `-m seed=0,1,2`.",
+        parents=[HYDRA_ARGUMENTS],
         add_help=False,
     )
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides and flags")
     parser.set_defaults(handler=handle, passes_unknown_arguments=True)
 
 
 def handle(args: argparse.Namespace) -> int:
-    sys.argv = ["flchain run", *args.overrides]
+    modes = [mode for mode in EXCLUSIVE_MODES if getattr(args, mode)]
+    if len(modes) > 1:
+        raise UsageError("only one of " + ", ".join(f"--{mode.replace('_', '-')}" for mode in modes) + " may be given")
+    if not (args.help or args.hydra_help or args.shell_completion or args.experimental_rerun
+            or args.config_path or args.config_dir):  # Hydra's own tools, or a config tree other than configs/
+        _check_jobs(args.overrides, config_name=args.config_name or "config", multirun=args.multirun,
+                   validate_values=not (args.cfg or args.info))
+    sys.argv = ["flchain run", *_hydra_command_line(args)]
     experiment()
     return 0
+
+
+def _check_jobs(overrides: list[str], *, config_name: str = "config", multirun: bool = False,
+               validate_values: bool = True) -> None:
+    """Composes every job and checks its keys, types and (unless only printing) values."""
+    jobs = compose_jobs(CONFIG_DIR, config_name, overrides, multirun=multirun)
+    if validate_values:
+        from aggregator.launch import resolve_config, validate  # Flower and torch: only when running
+
+        for job in jobs:
+            validate(resolve_config(job))
+
+
+def _hydra_command_line(args: argparse.Namespace) -> list[str]:
+    """`args` as Hydra's parser reads them: the overrides, then every flag that was given."""
+    command_line = list(args.overrides)
+    for action in HYDRA_ARGUMENTS._actions:
+        value = getattr(args, action.dest, action.default)
+        if action.dest != "overrides" and value != action.default:
+            command_line += [action.option_strings[0]] + ([] if action.nargs == 0 else [value])
+    return command_line

@@ -267,8 +267,11 @@ def test_csv_differing_columns_name_the_file_and_columns(tmp_path: Path) -> None
 
 def test_csv_unreadable_files_are_named(tmp_path: Path) -> None:
     missing = tmp_path / "gone.csv"
-    with pytest.raises(DataError, match=r"cannot read .*gone\.csv"):
+    with pytest.raises(DataError, match=r"gone\.csv does not exist"):
         load_tables([missing], target="diagnosis", seed=0)
+    (tmp_path / "folder.csv").mkdir()
+    with pytest.raises(DataError, match=r"folder\.csv is a directory, not a data file"):
+        load_tables([tmp_path / "folder.csv"], target="diagnosis", seed=0)
     garbage = tmp_path / "broken.parquet"
     garbage.write_bytes(b"not parquet at all")
     with pytest.raises(DataError, match=r"cannot read .*broken\.parquet"):
@@ -277,6 +280,49 @@ def test_csv_unreadable_files_are_named(tmp_path: Path) -> None:
     spreadsheet.write_bytes(b"")
     with pytest.raises(DataError, match=r"data\.xlsx: unsupported file type"):
         load_tables([spreadsheet], target="diagnosis", seed=0)
+
+
+def test_csv_file_the_system_refuses_to_read_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    locked = write(tmp_path / "locked.csv", hospital(10, 0))
+
+    def refuse(path: Path) -> bytes:  # what open() raises for a file without read permission (not for root)
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(Path, "read_bytes", refuse)
+    with pytest.raises(DataError, match=r"locked\.csv is not readable \(permission denied\)"):
+        load_tables([locked], target="diagnosis", seed=0)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", r" is empty: a CSV file needs a header row and data rows"),
+        (b"\n\n", r" is empty"),
+        (b"x,y\n1,a\n\x89PNG\n", r" is not UTF-8 text \(byte 0x89 on line 3\)"),
+        (b"x,y\n1,a\n2,b,7\n", r": line 3 has 3 field\(s\), the header has 2"),
+        (b"x,y,z\n1,2,a\n\n3,b\n", r": line 4 has 2 field\(s\), the header has 3"),
+        (b"x,x,y\n1,2,a\n", r" has duplicated columns \['x'\]"),
+        (b"x,,y\n1,2,a\n", r": column 2 of the header row has no name"),
+        (b"x,y\n1,a\n2,b\nn/a?,a\n", r": feature column 'x' is not numeric \(data row 3 holds 'n/a\?'\)"),
+        (b"1.5,0.2,a\n3.1,0.4,b\n", r" has no target column 'y' \(its columns: 1\.5, 0\.2, a\)"),
+    ],
+    ids=["empty", "blank-lines", "not-utf8", "long-row", "short-row", "duplicated", "unnamed", "text-cell",
+         "no-header"],
+)
+def test_malformed_csv_names_file_and_place(tmp_path: Path, content: bytes, message: str) -> None:
+    good = write(tmp_path / "a.csv", pd.DataFrame({"x": np.arange(6.0), "y": ["a", "b"] * 3}))
+    bad = tmp_path / "b.csv"
+    bad.write_bytes(content)
+    with pytest.raises(DataError, match=r"b\.csv" + message):
+        load_tables([good, bad], target="y", seed=0)
+
+
+def test_csv_with_a_byte_order_mark_and_blank_lines_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "excel.csv"
+    path.write_bytes(b"\xef\xbb\xbfx,y\n1,a\n\n2,b\n3,a\n4,b\n")
+    dataset = load_tables([path], target="y", seed=0)
+    assert dataset.feature_names == ("x",) and dataset.class_names == ("a", "b")
+    assert rows_of(dataset) == 4
 
 
 @pytest.mark.parametrize(

@@ -45,7 +45,7 @@ def test_an_honest_run_passes_every_check_with_a_key(small_runs: Path, capsys: p
     checks = {f["check"] for f in report["findings"]}
     assert {"chain journal re-executes", "contract code is the shipped artifact", "member", "before deadline",
             "once", "blob matches its CID", "header matches commitment", "update opens", "re-aggregation",
-            "quorum", "attestations reached the threshold", "final model file", "summary matches the chain",
+            "commitments accounted for", "quorum", "attestations reached the threshold", "final model file", "summary matches the chain",
             "federation parameters are the run's"} <= checks
     assert [r["accepted"] for r in report["rounds"]] == [True, True]
     training = sum(r["seconds"] for r in json.loads((run_dir / "summary.json").read_text())["rounds"])
@@ -158,7 +158,7 @@ def test_bad_usage_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert main(["verify", str(tmp_path / "nowhere")]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert main(["verify", str(tmp_path)]) == 2
-    assert "is not a run directory" in capsys.readouterr().err
+    assert "is not an fl-chain run directory" in capsys.readouterr().err
 
 
 def test_report_files(small_runs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

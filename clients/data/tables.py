@@ -1,8 +1,11 @@
 """The `csv` task: each institution's own table, one file per participant.
 
 Files are CSV or Parquet (chosen by extension: .csv, .parquet, .pq). The rules, all
-applied per file so every error names the file it is about:
+applied per file so every error names the file it is about (and the line, row or column
+where one is to blame):
 
+- a CSV file is UTF-8 text with a header row of distinct, non-empty names, and every
+  record has as many fields as the header (blank lines are skipped);
 - the target column must be present; rows whose target is missing are dropped, and the
   count is logged and kept in `ParticipantData.dropped_rows`;
 - features are the listed `features`, or every other column; without a list, every file
@@ -16,8 +19,10 @@ applied per file so every error names the file it is about:
 
 from __future__ import annotations
 
+import csv
+import io
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +34,7 @@ from clients.data.split import MIN_ROWS, split_participant
 from fl_chain.errors import DataError, UsageError
 
 TASK = "csv"
-READERS = {".csv": pd.read_csv, ".parquet": pd.read_parquet, ".pq": pd.read_parquet}
+SHOWN_COLUMNS = 12  # a message lists at most this many of a file's columns
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +54,7 @@ def load_tables(
     tables = [_read(path) for path in files]
     for path, table in zip(files, tables):
         if target not in table.columns:
-            raise DataError(f"{path} has no target column {target!r}")
+            raise DataError(f"{path} has no target column {target!r} (its columns: {_names(table.columns)})")
     feature_names = _feature_names(files, tables, target, features)
     labelled = [_drop_unlabelled(path, table, target) for path, table in zip(files, tables)]
     features_x = [_features(path, table, feature_names) for path, table in zip(files, labelled)]
@@ -85,17 +90,64 @@ def load_tables(
 
 
 def _read(path: Path) -> pd.DataFrame:
+    """The file's table, rows numbered from 0 in file order."""
     reader = READERS.get(path.suffix.lower())
     if reader is None:
         raise DataError(f"{path}: unsupported file type; use one of {sorted(READERS)}")
+    if not path.exists():
+        raise DataError(f"{path} does not exist")
+    if path.is_dir():
+        raise DataError(f"{path} is a directory, not a data file")
     try:
         table = reader(path)
+    except PermissionError:
+        raise DataError(f"{path} is not readable (permission denied)") from None
     except (OSError, ValueError) as exc:  # pandas and pyarrow parse errors are ValueErrors
-        raise DataError(f"cannot read {path}: {exc}") from exc
+        raise DataError(f"cannot read {path}: {' '.join(str(exc).split())}") from exc
     duplicated = sorted({str(c) for c in table.columns[table.columns.duplicated()]})
     if duplicated:
         raise DataError(f"{path} has duplicated columns {duplicated}")
-    return table.rename(columns=str)
+    return table.rename(columns=str).reset_index(drop=True)
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    """Checks the file's text and shape with the csv module first: pandas would silently
+    rename duplicated columns and pad short records, and names neither line nor byte."""
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise DataError(f"{path} is not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line}); "
+                        "save it as a UTF-8 CSV file") from None
+    records = csv.reader(io.StringIO(text))
+    try:
+        header = next((record for record in records if any(field.strip() for field in record)), None)
+        if header is None:
+            raise DataError(f"{path} is empty: a CSV file needs a header row and data rows")
+        unnamed = [index + 1 for index, name in enumerate(header) if not name.strip()]
+        if unnamed:
+            raise DataError(f"{path}: column {unnamed[0]} of the header row has no name")
+        duplicated = sorted({name for name in header if header.count(name) > 1})
+        if duplicated:
+            raise DataError(f"{path} has duplicated columns {duplicated}")
+        for record in records:
+            if any(field.strip() for field in record) and len(record) != len(header):
+                raise DataError(f"{path}: line {records.line_num} has {len(record)} field(s), "
+                                f"the header has {len(header)}")
+    except csv.Error as exc:
+        raise DataError(f"{path}: line {records.line_num}: {exc}") from None
+    return pd.read_csv(io.StringIO(text))
+
+
+READERS: dict[str, Callable[[Path], pd.DataFrame]] = {
+    ".csv": _read_csv, ".parquet": pd.read_parquet, ".pq": pd.read_parquet,
+}
+
+
+def _names(columns: Sequence[str]) -> str:
+    shown = ", ".join(str(name) for name in list(columns)[:SHOWN_COLUMNS])
+    return shown + (f", ... ({len(columns)} in all)" if len(columns) > SHOWN_COLUMNS else "")
 
 
 def _feature_names(
@@ -149,7 +201,7 @@ def _features(path: Path, table: pd.DataFrame, feature_names: tuple[str, ...]) -
         column = table[name]
         if not (pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column)):
             raise DataError(
-                f"{path}: feature column {name!r} is not numeric ({column.dtype}); "
+                f"{path}: feature column {name!r} is not numeric ({_first_text_cell(column)}); "
                 "encode it as numbers or leave it out via `features`"
             )
     x = table[list(feature_names)].to_numpy(dtype=np.float64, na_value=np.nan)
@@ -157,6 +209,15 @@ def _features(path: Path, table: pd.DataFrame, feature_names: tuple[str, ...]) -
     if infinite:
         raise DataError(f"{path}: feature column(s) {infinite} hold infinite values")
     return x
+
+
+def _first_text_cell(column: pd.Series) -> str:
+    """Where a column stops being numeric: its first present value that is not a number."""
+    text = column.notna() & pd.to_numeric(column, errors="coerce").isna()
+    if not text.any():
+        return str(column.dtype)
+    row = text.idxmax()
+    return f"data row {row + 1} holds {column[row]!r}"
 
 
 def _class_labels(files: list[Path], targets: list[pd.Series], target: str) -> list[np.ndarray]:
