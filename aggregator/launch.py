@@ -8,7 +8,6 @@ the Flower simulation with the on-chain strategy, then writes the run directory.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -25,32 +24,48 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
+from aggregator.drill import KillDrill
 from aggregator.strategy import OnChainStrategy, RoundPlan
 from clients.app import app as client_app
 from clients.baseline import centralized
 from clients.data.plots import plot_label_distribution
+from clients.drills import parse_drills
 from clients.models import build_model, model_weights
-from clients.settings import RunSettings, load_dataset
+from clients.settings import RunSettings, load_dataset, training_settings
 from fl_chain import protocol
 from fl_chain.chain import rpc
 from fl_chain.chain.anvil import AnvilNode
-from fl_chain.chain.artifacts import FEDERATION
 from fl_chain.chain.bridge import RpcBridge
+from fl_chain.chain.chain import Chain
 from fl_chain.chain.embedded import EmbeddedChain
-from fl_chain.chain.federation import FederationParameters
+from fl_chain.chain.federation import FederationParameters, task_hash
+from fl_chain.chain.federation_file import describe
+from fl_chain.chain.ledger import Ledger
+from fl_chain.chain.operator import RpcSettings, connect_operator, fund_accounts
 from fl_chain.consortium import SimulatedConsortium
-from fl_chain.errors import UsageError
+from fl_chain.errors import ChainError, FlChainError, UsageError
+from fl_chain.jsonfiles import read_json
 from fl_chain.keyfile import write_key_file
 from fl_chain.plots import plot_per_round
 from fl_chain.progress import Progress
+from fl_chain.protocol import ProtocolError
 from fl_chain.runlog import RunLog
-from fl_chain.storage.blockstore import LocalStore
+from fl_chain.storage.backends import BACKENDS as STORE_BACKENDS
+from fl_chain.storage.backends import open_store
+from fl_chain.storage.blockstore import ContentStore
+from fl_chain.storage.cid import Cid
 
 AGGREGATION_RULES = {"fedavg": 0, "fedprox": 1}
 CHAIN_BACKENDS = ("embedded", "anvil", "rpc")
+RUN_OWNED_CHAINS = ("embedded", "anvil")  # development chains a run starts for itself
 
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+class RunStopped(FlChainError):
+    """A run stopped part-way for a reason outside it (chain unreachable, rounds failing);
+    what it did is kept and `flchain resume` continues it."""
 
 
 def compose_experiment(overrides: Sequence[str] = ()) -> dict[str, Any]:
@@ -67,12 +82,20 @@ def resolve_config(cfg: DictConfig) -> dict[str, Any]:
         raise UsageError(f"the config needs a value for {missing.full_key} (e.g. {missing.full_key}=...)") from None
     assert isinstance(config, dict)
     if config["task"]["name"] == "csv":
-        config["num_participants"] = len(config["task"]["files"])
+        files = config["task"]["files"]
+        if not isinstance(files, list) or not all(isinstance(file, str) for file in files):
+            raise UsageError(f"task.files must be a list of file paths, e.g. task.files=[a.csv,b.csv], got {files!r}")
+        config["num_participants"] = len(files)
     return config
 
 
 def validate(config: dict[str, Any]) -> None:
     """Checks the config before anything touches a chain; each problem is one clear line."""
+    for key in ("seed", "num_participants", "rounds", "quorum", "num_validators", "attestation_threshold",
+                "round_duration", "fraction_train", "reply_timeout"):
+        fractional = key in ("fraction_train", "reply_timeout")
+        if isinstance(config[key], bool) or not isinstance(config[key], (int, float) if fractional else int):
+            raise UsageError(f"{key} must be {'a number' if fractional else 'an integer'}, got {config[key]!r}")
     participants = config["num_participants"]
     checks = [
         (participants >= 1, f"num_participants must be at least 1, got {participants}"),
@@ -85,109 +108,191 @@ def validate(config: dict[str, Any]) -> None:
          f"attestation_threshold {config['attestation_threshold']} must be between 1 and "
          f"num_validators ({config['num_validators']})"),
         (0 < config["fraction_train"] <= 1, f"fraction_train must be in (0, 1], got {config['fraction_train']}"),
+        (config["seed"] >= 0, f"seed must be at least 0, got {config['seed']}"),
+        (config["round_duration"] >= 1, f"round_duration must be at least 1 second, got {config['round_duration']}"),
+        (config["reply_timeout"] > 0, f"reply_timeout must be positive, got {config['reply_timeout']}"),
+        (float(config["strategy"]["proximal_mu"]) >= 0,
+         f"strategy.proximal_mu must be at least 0, got {config['strategy']['proximal_mu']}"),
+        (config.get("max_attempts", 1) >= 1, f"max_attempts must be at least 1, got {config.get('max_attempts')}"),
         (config["strategy"]["name"] in AGGREGATION_RULES,
          f"unknown strategy {config['strategy']['name']!r}; choose one of {tuple(AGGREGATION_RULES)}"),
         (config["chain"]["backend"] in CHAIN_BACKENDS,
          f"unknown chain backend {config['chain']['backend']!r}; choose one of {CHAIN_BACKENDS}"),
-        (config["storage"]["backend"] == "local", f"unknown storage backend {config['storage']['backend']!r}"),
+        (config["storage"]["backend"] in STORE_BACKENDS,
+         f"unknown storage backend {config['storage']['backend']!r}; choose one of {STORE_BACKENDS}"),
         (config["privacy"]["mode"] == "sealed", f"unknown privacy mode {config['privacy']['mode']!r}"),
     ]
     for holds, message in checks:
         if not holds:
             raise UsageError(message)
-
-
-def task_hash(config: dict[str, Any]) -> bytes:
-    """Binds the federation on chain to its exact config."""
-    return hashlib.sha256(json.dumps(config, sort_keys=True, separators=(",", ":")).encode()).digest()
+    training_settings(config["task"])  # epochs, batch size, learning rate, optimizer
+    if config["chain"]["backend"] == "rpc":
+        RpcSettings.from_config(config["chain"])
 
 
 @contextmanager
-def serve_chain(config: dict[str, Any], run_dir: Path, funded: list[str]) -> Iterator[str]:
-    """Yields a JSON-RPC URL for the configured chain, started and stopped around the run."""
+def serve_chain(config: dict[str, Any], run_dir: Path, funded: list[str], resume: bool = False) -> Iterator[str]:
+    """Yields a JSON-RPC URL for the configured chain, started and stopped around the run.
+
+    `resume` re-executes an embedded chain's journal; an anvil chain lived in a process
+    that ended with the run, so there is nothing to resume.
+    """
     chain = config["chain"]
     if chain["backend"] == "embedded":
-        embedded = EmbeddedChain.create(run_dir / "ledger", chain_id=chain["chain_id"], funded=funded)
-        with RpcBridge(embedded.web3) as url:
+        if resume:
+            embedded = EmbeddedChain.resume(run_dir / "ledger")
+        else:
+            embedded = EmbeddedChain.create(run_dir / "ledger", chain_id=chain["chain_id"], funded=funded)
+        with RpcBridge(embedded.web3, increase_time=embedded.increase_time) as url:
             yield url
+    elif chain["backend"] == "anvil" and resume:
+        raise UsageError("a chain=anvil run's chain lived in the anvil node the run started, which ended with it: "
+                         "it cannot be resumed (chain=embedded keeps a journal; chain=rpc uses a node that outlives "
+                         "the run)")
     elif chain["backend"] == "anvil":
         with AnvilNode(chain_id=chain["chain_id"]) as node:
             rpc.fund(rpc.connect(node.url), funded)
             yield node.url
     else:
-        connected = rpc.connect(chain["url"], expected_chain_id=chain.get("chain_id"))
-        rpc.fund(connected, funded)
+        connected, operator = connect_operator(chain)
+        fund_accounts(connected, operator, funded, RpcSettings.from_config(chain).fund_wei)
         yield chain["url"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    """What a run needs before it touches a chain: keys, store, data, genesis model."""
+
+    config: dict[str, Any]
+    run_dir: Path
+    consortium: SimulatedConsortium
+    store: ContentStore
+    dataset: Any
+    genesis: Cid
+    base_settings: dict[str, Any]
+    progress: Progress
+
+    @classmethod
+    def prepare(cls, config: dict[str, Any], run_dir: Path) -> Experiment:
+        validate(config)
+        drills = parse_drills(config.get("drills") or [], config["num_participants"])
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _quiet_frameworks()
+        consortium = SimulatedConsortium.derive(config["seed"], config["num_participants"], config["num_validators"])
+        store_spec = _store_spec(config["storage"], run_dir)
+        store = open_store(store_spec, run_dir)
+        base_settings = dict(seed=config["seed"], num_participants=config["num_participants"],
+                             num_validators=config["num_validators"], store=store_spec,
+                             task=config["task"], partition=config["partition"],
+                             proximal_mu=float(config["strategy"]["proximal_mu"]),
+                             drills=[dataclasses.asdict(drill) for drill in drills])
+        dataset = load_dataset(RunSettings(chain_url="", contract="", **base_settings))
+        genesis_model = build_model(dataset.input_shape, dataset.num_classes, config["seed"])
+        genesis = protocol.publish_genesis_model(store, model_weights(genesis_model))
+        return cls(config, run_dir, consortium, store, dataset, genesis, base_settings, Progress(config["rounds"]))
+
+    def parameters(self) -> FederationParameters:
+        return FederationParameters(
+            task_hash=task_hash(self.config),
+            aggregation_rule=AGGREGATION_RULES[self.config["strategy"]["name"]],
+            quorum=self.config["quorum"],
+            round_duration=self.config["round_duration"],
+            attestation_threshold=self.config["attestation_threshold"],
+        )
+
+    def train(self, ledger: Ledger, url: str, runlog: RunLog, drive: Callable[[OnChainStrategy], None] | None) -> None:
+        """Runs (or, with a resumed `runlog`, finishes) the rounds on `ledger`."""
+        config = self.config
+        settings = RunSettings(chain_url=url, contract=ledger.address, **self.base_settings)
+        plan = RoundPlan(config["rounds"], config["quorum"], config["fraction_train"], config["attestation_threshold"],
+                         config["reply_timeout"], max_attempts=config.get("max_attempts", 3),
+                         fast_forward=config["chain"]["backend"] in RUN_OWNED_CHAINS)
+        strategy = OnChainStrategy(protocol.Federation(ledger, self.store), self.consortium.aggregator, settings, plan,
+                                   runlog, self.progress, KillDrill.from_environment())
+        try:
+            (drive or _simulate)(strategy)
+        except (ChainError, ProtocolError) as error:
+            raise RunStopped(f"{error}. The run stopped after {len(runlog.rounds)} of {config['rounds']} rounds; "
+                             f"`flchain resume {self.run_dir}` continues it from the chain") from error
+
+    def finish(self, ledger: Ledger, runlog: RunLog) -> dict[str, Any]:
+        """The final model, plots, baseline and summary.json, once every round is accepted."""
+        config, run_dir, progress = self.config, self.run_dir, self.progress
+        _check_rounds_ran(runlog)
+        final_round, final_model = ledger.latest_accepted()
+        (run_dir / "model.safetensors").write_bytes(self.store.get(final_model))
+        chain_info = {"backend": config["chain"]["backend"], "chain_id": ledger.chain.chain_id, "contract": ledger.address}
+        progress.note("training the centralized baseline on the pooled data")
+        training = RunSettings(chain_url="", contract="", **self.base_settings).training
+        baseline = centralized(self.dataset, dataclasses.replace(training, epochs=training.epochs * config["rounds"]),
+                               seed=config["seed"])
+        _plot(run_dir, runlog, baseline.accuracy, self.dataset)
+        last = runlog.rounds[-1]
+        summary = runlog.write_summary(
+            chain_info,
+            {"round": final_round, "accuracy": last.accuracy, "loss": last.loss, "global_cid": str(final_model),
+             "centralized_accuracy": baseline.accuracy},
+        )
+        progress.note(f"final accuracy {last.accuracy:.4f} (centralized {baseline.accuracy:.4f}), "
+                      f"model {final_model}, {sum(r.accepted for r in runlog.rounds)} rounds accepted")
+        return summary
 
 
 def run_experiment(config: dict[str, Any], run_dir: Path, drive: Callable[[OnChainStrategy], None] | None = None) -> dict[str, Any]:
     """Runs the experiment `config` describes and fills `run_dir`; returns summary.json.
 
     `drive` runs the rounds: by default Flower's simulation engine; a ServerApp started by
-    `flwr run` passes its own grid instead.
+    `flwr run` passes its own grid instead. federation.json and the opening keys are
+    written as soon as the federation exists, so a run killed later can be resumed.
     """
-    validate(config)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _quiet_frameworks()
-    consortium = SimulatedConsortium.derive(config["seed"], config["num_participants"], config["num_validators"])
-    store = LocalStore(run_dir / "store")
-    settings_without_chain = dict(seed=config["seed"], num_participants=config["num_participants"],
-                                  num_validators=config["num_validators"], store_dir=str((run_dir / "store").resolve()),
-                                  task=config["task"], partition=config["partition"],
-                                  proximal_mu=float(config["strategy"]["proximal_mu"]))
-    dataset = load_dataset(RunSettings(chain_url="", contract="", **settings_without_chain))
-    genesis_model = build_model(dataset.input_shape, dataset.num_classes, config["seed"])
-    genesis = protocol.publish_genesis_model(store, model_weights(genesis_model))
-    progress = Progress(config["rounds"])
-    progress.note(f"fl-chain: {config['task']['name']}, {config['num_participants']} participants, "
-                  f"{config['rounds']} rounds, {config['chain']['backend']} chain -> {run_dir}")
-
-    with serve_chain(config, run_dir, consortium.transacting_addresses) as url:
-        chain = rpc.connect(url)
-        parameters = FederationParameters(
-            task_hash=task_hash(config),
-            aggregation_rule=AGGREGATION_RULES[config["strategy"]["name"]],
-            quorum=config["quorum"],
-            round_duration=config["round_duration"],
-            attestation_threshold=config["attestation_threshold"],
-        )
-        ledger = consortium.found(chain, parameters, genesis)
-        federation = protocol.Federation(ledger, store)
-        progress.note(f"federation {ledger.address} on chain {chain.chain_id}, genesis model {genesis}")
-        settings = RunSettings(chain_url=url, contract=ledger.address, **settings_without_chain)
+    experiment = Experiment.prepare(config, run_dir)
+    experiment.progress.note(f"fl-chain: {config['task']['name']}, {config['num_participants']} participants, "
+                             f"{config['rounds']} rounds, {config['chain']['backend']} chain -> {run_dir}")
+    with serve_chain(config, run_dir, experiment.consortium.transacting_addresses) as url:
+        chain = _connect(config, url)
+        ledger = experiment.consortium.found(chain, experiment.parameters(), experiment.genesis)
+        experiment.progress.note(f"federation {ledger.address} on chain {chain.chain_id}, genesis model {experiment.genesis}")
+        _write_federation_file(run_dir / "federation.json", ledger, experiment.genesis)
+        _write_opening_keys(run_dir / "keys", experiment.consortium)
         runlog = RunLog(run_dir)
-        plan = RoundPlan(config["rounds"], config["quorum"], config["fraction_train"],
-                         config["attestation_threshold"], config["reply_timeout"])
-        strategy = OnChainStrategy(federation, consortium.aggregator, settings, plan, runlog, progress)
-        (drive or _simulate)(strategy)
-        final_round, final_model = ledger.latest_accepted()
-        (run_dir / "model.safetensors").write_bytes(store.get(final_model))
-        federation_file = {
-            "address": ledger.address,
-            "chain_id": chain.chain_id,
-            "artifact_sha256": FEDERATION.sha256,
-            "parameters": {**dataclasses.asdict(parameters), "task_hash": "0x" + parameters.task_hash.hex()},
-            "genesis_model": str(genesis),
-            "members": [{"address": m.address, "index": m.index, "roles": m.roles.name} for m in ledger.members()],
-        }
-        (run_dir / "federation.json").write_text(json.dumps(federation_file, indent=1) + "\n")
-        _write_opening_keys(run_dir / "keys", consortium)
-        chain_info = {"backend": config["chain"]["backend"], "chain_id": chain.chain_id, "contract": ledger.address}
+        experiment.train(ledger, url, runlog, drive)
+        return experiment.finish(ledger, runlog)
 
-    _check_rounds_ran(runlog)
-    progress.note("training the centralized baseline on the pooled data")
-    settings_pooled = dataclasses.replace(settings.training, epochs=settings.training.epochs * config["rounds"])
-    baseline = centralized(dataset, settings_pooled, seed=config["seed"])
-    _plot(run_dir, runlog, baseline.accuracy, dataset)
-    last = runlog.rounds[-1]
-    summary = runlog.write_summary(
-        chain_info,
-        {"round": final_round, "accuracy": last.accuracy, "loss": last.loss, "global_cid": str(final_model),
-         "centralized_accuracy": baseline.accuracy},
-    )
-    progress.note(f"final accuracy {last.accuracy:.4f} (centralized {baseline.accuracy:.4f}), "
-                  f"model {final_model}, {sum(r.accepted for r in runlog.rounds)} rounds accepted")
-    return summary
+
+def resume_experiment(run_dir: Path, config: dict[str, Any],
+                      drive: Callable[[OnChainStrategy], None] | None = None) -> dict[str, Any]:
+    """Finishes a run that stopped (aggregator killed, node unreachable, round failed too
+    often) from the chain's state: accepted rounds stay, the open one is completed."""
+    federation_file = read_json(run_dir / "federation.json", "federation file")
+    if (run_dir / "summary.json").is_file():
+        raise UsageError(f"{run_dir} finished already (it has summary.json): nothing to resume")
+    experiment = Experiment.prepare(config, run_dir)
+    with serve_chain(config, run_dir, experiment.consortium.transacting_addresses, resume=True) as url:
+        ledger = Ledger.attach(_connect(config, url), str(federation_file["address"]))
+        runlog = RunLog(run_dir, resume=True)
+        experiment.progress.note(f"fl-chain: resuming {run_dir} on federation {ledger.address} "
+                                 f"({len(runlog.rounds)} of {config['rounds']} rounds recorded)")
+        experiment.train(ledger, url, runlog, drive)
+        return experiment.finish(ledger, runlog)
+
+
+def _store_spec(storage: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """The store as the participants' processes must open it: a local one by absolute path."""
+    if storage["backend"] == "local":
+        return {**storage, "dir": str(Path(storage.get("dir") or run_dir / "store").resolve())}
+    return dict(storage)
+
+
+def _connect(config: dict[str, Any], url: str) -> Chain:
+    """The aggregator's connection, riding out outages for `chain.retry_seconds`."""
+    return rpc.connect(url, retry_seconds=float(config["chain"].get("retry_seconds", rpc.DEFAULT_RETRY_SECONDS)))
+
+
+def _write_federation_file(path: Path, ledger: Ledger, genesis: Cid) -> None:
+    """The federation file members load (fl_chain.chain.federation_file), plus the members."""
+    members = [{"address": m.address, "index": m.index, "roles": m.roles.name} for m in ledger.members()]
+    document = {**describe(ledger, genesis, None).to_json(), "members": members}
+    path.write_text(json.dumps(document, indent=1) + "\n")
 
 
 def _write_opening_keys(directory: Path, consortium: SimulatedConsortium) -> None:
@@ -199,9 +304,10 @@ def _write_opening_keys(directory: Path, consortium: SimulatedConsortium) -> Non
 
 
 def _quiet_frameworks() -> None:
-    """Flower and Ray narrate (and warn about their own deprecations); the run's progress
-    lines are what a user needs, errors still come through."""
-    logging.getLogger("flwr").setLevel(logging.ERROR)
+    """Flower and Ray narrate (and warn about their own deprecations, and print a ClientApp's
+    traceback); the run's progress lines are what a user needs: a participant's failure
+    comes back in its reply and is shown there in one line, a ServerApp error is raised."""
+    logging.getLogger("flwr").setLevel(logging.CRITICAL)
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     warnings.filterwarnings("ignore", category=FutureWarning, module="ray")

@@ -10,6 +10,10 @@ Flower's base `Strategy.start` runs train then evaluate; a round here has more s
     open on chain -> train (participants commit) -> relay receipts -> collect by on-chain
     CIDs -> aggregate -> finalize -> validators re-compute and attest -> evaluate
 
+An attempt that misses the quorum (participants crashed or timed out) is failed on chain
+after its deadline and the round reopens as the next attempt. Every step starts from the
+chain's state, which is what lets `flchain resume` finish a round a killed aggregator left.
+
 The Flower replies only carry receipts: the updates aggregated are those the chain says
 were committed. Sampling is seeded and done over participant addresses (Flower's node ids
 are random), and aggregation is in address order, so a run replays exactly.
@@ -26,16 +30,20 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricReco
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result, Strategy
 
+from aggregator.drill import KillDrill
 from clients.settings import RunSettings
 from fl_chain import protocol
 from fl_chain.chain.commitment import Commitment, SignedCommitment
 from fl_chain.chain.federation import Role, RoundStatus
+from fl_chain.chain.ledger import Ledger
 from fl_chain.identity import Identity
 from fl_chain.progress import Progress
-from fl_chain.protocol import Exclusion, Federation, ProtocolError, RoundTicket
+from fl_chain.protocol import Federation, ProtocolError, RoundTicket
 from fl_chain.runlog import RoundSummary, RunLog
 from fl_chain.storage.cid import Cid
 from fl_chain.timing import Stopwatch
+
+GREETING_TIMEOUT = 120.0  # seconds participants get to start and say who they are
 
 
 @dataclass(frozen=True)
@@ -45,10 +53,19 @@ class RoundPlan:
     fraction_train: float
     attestation_threshold: int
     reply_timeout: float
+    max_attempts: int = 3
+    # the chain is the run's own development chain: move its clock past a deadline
+    # instead of waiting for it (a simulation has nobody else to wait for)
+    fast_forward: bool = False
 
 
 class OnChainStrategy(Strategy):
-    """Drives rounds through the Federation contract; the aggregator is trusted for nothing."""
+    """Drives rounds through the Federation contract; the aggregator is trusted for nothing.
+
+    Each step starts from what the chain says, so a strategy started on a half-done round
+    (`flchain resume`) finishes it: it asks only participants that have not committed,
+    re-aggregates to the same CID, and lets only validators that have not attested attest.
+    """
 
     def __init__(
         self,
@@ -58,6 +75,7 @@ class OnChainStrategy(Strategy):
         plan: RoundPlan,
         runlog: RunLog,
         progress: Progress,
+        drill: KillDrill | None = None,
     ) -> None:
         self.federation = federation
         self.aggregator = aggregator
@@ -65,90 +83,172 @@ class OnChainStrategy(Strategy):
         self.plan = plan
         self.runlog = runlog
         self.progress = progress
+        self.drill = drill
         self.nodes: dict[str, int] = {}  # participant address -> Flower node id
         self._addresses: dict[int, str] = {}  # and back
         self.validators: list[str] = []
-        self._ticket: RoundTicket | None = None
-        self._exclusions: list[Exclusion] = []
+        self._exclusions: list[tuple[str, str]] = []  # (participant, why its update is not in)
         self._participant_metrics: dict[str, dict[str, float]] = {}
+
+    @property
+    def ledger(self) -> Ledger:
+        return self.federation.ledger
 
     # ------------------------------------------------------------ the round loop
 
     def start(self, grid: Grid, initial_arrays: ArrayRecord | None = None, num_rounds: int = 0,
               timeout: float = 0, **_unused: object) -> Result:
         self._greet(grid)
-        for round_number in range(1, self.plan.rounds + 1):
+        first = len(self.runlog.rounds) + 1
+        accepted, _ = self.ledger.latest_accepted()
+        if accepted > first:
+            raise ProtocolError(f"the chain has {accepted} accepted rounds but the run directory records only "
+                                f"{first - 1}: it belongs to another run of this federation")
+        if first > 1:
+            done = "round 1 is" if first == 2 else f"rounds 1-{first - 1} are"
+            self.progress.note(f"resuming at round {first}: {done} accepted on chain")
+        for round_number in range(first, self.plan.rounds + 1):
             self._run_round(grid, round_number)
         return Result()
 
     def _run_round(self, grid: Grid, round_number: int) -> None:
         stopwatch = Stopwatch()
-        gas_before = self.federation.ledger.chain.gas_used
+        gas_before = self.ledger.chain.gas_used
         self._exclusions, self._participant_metrics = [], {}
+        resumed = self.ledger.round(round_number).status != RoundStatus.NONE
         with stopwatch("total"):
-            self.progress.stage(round_number, "opening on chain")
-            with stopwatch("open_round"):
-                self._ticket = protocol.open_round(self.federation, self.aggregator, round_number)
-            self.progress.stage(round_number, "training")
-            replies = grid.send_and_receive(
-                self.configure_train(round_number, ArrayRecord(), self._ticket_config(), grid),
-                timeout=self.plan.reply_timeout,
-            )
-            global_model, included, commitments = self._conclude(round_number, replies, stopwatch)
+            self._settle(grid, round_number, stopwatch)
+            state = self.ledger.round(round_number)
+            global_model = state.global_model
+            assert global_model is not None
             self.progress.stage(round_number, "validators attesting, participants evaluating")
             with stopwatch("attest_evaluate"):
                 attest_gas, evaluation = self._attest_and_evaluate(grid, round_number, global_model)
+        state = self.ledger.round(round_number)
         accuracy = float(evaluation["accuracy"]) if evaluation else None
         loss = float(evaluation["loss"]) if evaluation else None
         summary = RoundSummary(
             round=round_number,
             global_cid=str(global_model),
-            accepted=self.federation.ledger.round(round_number).status == RoundStatus.ACCEPTED,
-            commitments=commitments,
-            included=len(included),
+            accepted=state.status == RoundStatus.ACCEPTED,
+            commitments=state.commitments,
+            included=state.included,
             accuracy=accuracy,
             loss=loss,
-            gas_used=self.federation.ledger.chain.gas_used - gas_before + attest_gas,
+            gas_used=self.ledger.chain.gas_used - gas_before + attest_gas,
             seconds=round(stopwatch.seconds["total"], 3),
-            exclusions=[{"participant": e.participant, "reason": e.reason} for e in self._exclusions],
+            exclusions=[{"participant": participant, "reason": reason} for participant, reason in self._exclusions],
+            attempt=state.attempt,
+            resumed=resumed,
         )
         self._record_participants(round_number)
         self.runlog.round(summary, stopwatch.seconds)
         shown = f"accuracy {accuracy:.4f}" if accuracy is not None else "no evaluation"
-        self.progress.done(round_number, f"{len(included)}/{commitments} updates, model {str(global_model)[:16]}…, "
-                                         f"accepted, {shown}")
+        retried = f", attempt {state.attempt}" if state.attempt > 1 else ""
+        self.progress.done(round_number, f"{state.included}/{state.commitments} updates, model "
+                                         f"{str(global_model)[:16]}…, accepted{retried}, {shown}")
 
-    def _conclude(self, round_number: int, replies: Iterable[Message], stopwatch: Stopwatch) -> tuple[Cid, list[str], int]:
-        """Relay, collect, aggregate and finalize: the aggregator's half of the round."""
-        receipts = self._receipts(replies)
-        self.progress.stage(round_number, f"relaying {len(receipts)} commitments")
+    def _settle(self, grid: Grid, round_number: int, stopwatch: Stopwatch) -> None:
+        """Takes the round from whatever state the chain has it in to finalized.
+
+        An attempt without the quorum is failed on chain once its deadline passes and the
+        round reopens as the next attempt; after `max_attempts` failures here the run stops
+        (a resumed run gets as many again: by then the cause may be fixed).
+        """
+        failures = 0
+        while True:
+            state = self.ledger.round(round_number)
+            if state.status in (RoundStatus.FINALIZED, RoundStatus.ACCEPTED):
+                return
+            if state.status in (RoundStatus.NONE, RoundStatus.FAILED):
+                if failures >= self.plan.max_attempts:
+                    raise ProtocolError(f"round {round_number} failed {failures} attempts in a row (max_attempts "
+                                        f"{self.plan.max_attempts})")
+                self.progress.stage(round_number, "opening on chain")
+                with stopwatch("open_round"):
+                    protocol.open_round(self.federation, self.aggregator, round_number)
+                self._checkpoint(round_number, "opened")
+                state = self.ledger.round(round_number)
+            assert state.base is not None
+            ticket = RoundTicket(round_number, state.attempt, state.base, state.deadline)
+            self._gather(grid, ticket, stopwatch)
+            self._checkpoint(round_number, "relayed")
+            committed = self.ledger.round(round_number).commitments
+            if committed < self.plan.quorum:
+                self._fail(ticket, committed)
+                failures += 1
+                continue
+            self._conclude(ticket, stopwatch)
+
+    def _gather(self, grid: Grid, ticket: RoundTicket, stopwatch: Stopwatch) -> None:
+        """Asks the sampled participants that have not committed yet to train, and relays
+        their receipts; one that fails or does not answer in time is noted, not fatal."""
+        committed = set(self.ledger.committed(ticket.round))
+        asked = [address for address in self._sample(ticket.round) if address not in committed]
+        if not asked:
+            return
+        if self._chain_time() > ticket.deadline:
+            self.progress.note(f"round {ticket.round} attempt {ticket.attempt}: its deadline has passed, "
+                               "no more commitments can be accepted")
+            return
+        self.progress.stage(ticket.round, "training")
+        config = ConfigRecord({"round": ticket.round, "attempt": ticket.attempt, "base": str(ticket.base),
+                               "deadline": ticket.deadline})
+        messages = [self._message(address, MessageType.TRAIN, config) for address in asked]
+        replies = list(grid.send_and_receive(messages, timeout=self.plan.reply_timeout))
+        answered = {self._addresses[reply.metadata.src_node_id] for reply in replies}
+        for address in asked:
+            if address not in answered:
+                self._exclude(address, f"attempt {ticket.attempt}: no reply within {self.plan.reply_timeout:g} s")
+        receipts = self._receipts(replies, ticket.attempt)
+        self.progress.stage(ticket.round, f"relaying {len(receipts)} commitments")
         with stopwatch("relay"):
             outcome = protocol.relay(self.federation, self.aggregator, receipts)
         if outcome is not None:
-            self._exclusions += [Exclusion(p, reason.explain(p, round_number)) for p, reason in outcome.refused]
-        committed = len(self.federation.ledger.commitments(round_number))
-        if committed < self.plan.quorum:
-            raise ProtocolError(f"round {round_number} has {committed} commitments, below the quorum of {self.plan.quorum}")
+            for participant, reason in outcome.refused:
+                self._exclude(participant, reason.explain(participant, ticket.round))
+
+    def _fail(self, ticket: RoundTicket, committed: int) -> None:
+        """Marks an attempt that missed the quorum as failed on chain, once its deadline passed."""
+        self.progress.note(f"round {ticket.round} attempt {ticket.attempt}: {committed} commitments, below the "
+                           f"quorum of {self.plan.quorum}; failing it on chain and retrying")
+        while (wait := ticket.deadline + 1 - self._chain_time()) > 0:
+            if self.plan.fast_forward:  # blocks may run ahead of the clock: re-check after moving it
+                self.ledger.chain.increase_time(wait)
+            else:
+                self.progress.note(f"waiting {wait} s for round {ticket.round}'s deadline to pass")
+                time.sleep(wait)
+        self.ledger.fail_round(self.aggregator.account, ticket.round)
+
+    def _conclude(self, ticket: RoundTicket, stopwatch: Stopwatch) -> None:
+        """Collect, aggregate and finalize: the aggregator's half of the round, from the chain."""
+        round_number = ticket.round
         self.progress.stage(round_number, "collecting updates by their on-chain CIDs")
         with stopwatch("collect"):
-            base = protocol.load_model(self.federation.store, self._ticket.base)  # type: ignore[union-attr]
+            base = protocol.load_model(self.federation.store, ticket.base)
             collected = protocol.collect(self.federation, self.aggregator.x25519_private, round_number, base,
                                          stopwatch=stopwatch)
-        self._exclusions += list(collected.exclusions)
+        for exclusion in collected.exclusions:
+            self._exclude(exclusion.participant, exclusion.reason)
         self.progress.stage(round_number, f"aggregating {len(collected.updates)} updates")
         with stopwatch("aggregate"):
             _, global_model = protocol.aggregate(self.federation, round_number, collected)
+        self._checkpoint(round_number, "stored")
         self.progress.stage(round_number, "finalizing on chain")
         with stopwatch("finalize"):
-            protocol.finalize(self.federation, self.aggregator, round_number, global_model, collected.included)
-        return global_model, collected.included, committed
+            protocol.finalize(self.federation, self.aggregator, round_number, global_model, collected.included,
+                              collected.exclusions)
+        self._checkpoint(round_number, "finalized")
 
     def _attest_and_evaluate(self, grid: Grid, round_number: int, global_model: Cid) -> tuple[int, MetricRecord | None]:
         """One message round: seeded-sampled validators re-compute and attest while every
-        participant evaluates the finalized model; more validators are asked if some fail."""
+        participant evaluates the finalized model; more validators are asked if some fail.
+        Validators that already attested (before a resume) are not asked again."""
         rng = random.Random(f"{self.settings.seed}/attest/{round_number}")
-        order = rng.sample(self.validators, len(self.validators))
-        needed = self.plan.attestation_threshold
+        order = [address for address in rng.sample(self.validators, len(self.validators))
+                 if not self.ledger.has_attested(round_number, address)]
+        state = self.ledger.round(round_number)
+        needed = 0 if state.status == RoundStatus.ACCEPTED else self.plan.attestation_threshold - state.attestations
         attest_config = ConfigRecord({"round": round_number})
         messages = [self._message(a, MessageType.QUERY + ".attest", attest_config) for a in order[:needed]]
         evaluate_config = ConfigRecord({"round": round_number, "model": str(global_model)})
@@ -158,8 +258,8 @@ class OnChainStrategy(Strategy):
         evaluations = [r for r in replies if r.metadata.message_type == MessageType.EVALUATE]
         evaluation = self.aggregate_evaluate(round_number, evaluations)
         gas, asked = self._count_attestations(round_number, attestations), needed
-        while self.federation.ledger.round(round_number).status != RoundStatus.ACCEPTED:
-            missing = self.plan.attestation_threshold - self.federation.ledger.round(round_number).attestations
+        while self.ledger.round(round_number).status != RoundStatus.ACCEPTED:
+            missing = self.plan.attestation_threshold - self.ledger.round(round_number).attestations
             batch, asked = order[asked: asked + missing], asked + missing
             if not batch:
                 raise ProtocolError(f"round {round_number}: too few validators attested {global_model}")
@@ -177,10 +277,7 @@ class OnChainStrategy(Strategy):
     # ------------------------------------------------------------ Flower's strategy hooks
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
-        addresses = sorted(self.nodes, key=lambda address: int(address, 16))
-        count = max(self.plan.quorum, round(len(addresses) * self.plan.fraction_train))
-        sampled = random.Random(f"{self.settings.seed}/train/{server_round}").sample(addresses, min(count, len(addresses)))
-        return [self._message(address, MessageType.TRAIN, config) for address in sampled]
+        return [self._message(address, MessageType.TRAIN, config) for address in self._sample(server_round)]
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Unused: aggregation reads the chain, not the replies (see `_conclude`)."""
@@ -211,9 +308,13 @@ class OnChainStrategy(Strategy):
     # ------------------------------------------------------------ helpers
 
     def _greet(self, grid: Grid) -> None:
-        """Learns which node is which participant, and checks each is a member on chain."""
+        """Learns which node is which participant, and checks each is a member on chain.
+
+        Starting takes longer than a round's reply (processes start, data loads), so the
+        greeting waits at least `GREETING_TIMEOUT`; every participant must answer."""
         expected = self.settings.num_participants
-        deadline = time.monotonic() + self.plan.reply_timeout
+        timeout = max(self.plan.reply_timeout, GREETING_TIMEOUT)
+        deadline = time.monotonic() + timeout
         while len(list(grid.get_node_ids())) < expected:
             if time.monotonic() > deadline:
                 raise ProtocolError(f"only {len(list(grid.get_node_ids()))} of {expected} participants connected")
@@ -221,15 +322,17 @@ class OnChainStrategy(Strategy):
         hello = ConfigRecord({"settings": self.settings.to_json()})
         messages = [Message(RecordDict({"config": hello}), dst_node_id=node, message_type=MessageType.QUERY + ".hello")
                     for node in grid.get_node_ids()]
-        for reply in grid.send_and_receive(messages, timeout=self.plan.reply_timeout):
+        for reply in grid.send_and_receive(messages, timeout=timeout):
             if reply.has_error():
-                raise ProtocolError(f"a participant could not start: {reply.error.reason}")
+                raise ProtocolError(f"a participant could not start: {_last_line(reply.error.reason)}")
             address = str(reply.content["identity"]["address"])
             member = self.federation.ledger.member(address)
             if not member.active:
                 raise ProtocolError(f"node {reply.metadata.src_node_id} speaks for {address}, which is not a member")
             self.nodes[address] = reply.metadata.src_node_id
             self._addresses[reply.metadata.src_node_id] = address
+        if len(self.nodes) < expected:
+            raise ProtocolError(f"only {len(self.nodes)} of {expected} participants answered within {timeout:g} s")
         aggregator = self.federation.ledger.aggregator()
         self.validators = sorted(
             (m.address for m in self.federation.ledger.members()
@@ -241,23 +344,27 @@ class OnChainStrategy(Strategy):
         """Replies that carry results; a failed one is reported and skipped, not fatal."""
         for reply in replies:
             if reply.has_error():
-                self.progress.note(f"{failure}: {reply.error.reason}")
+                self.progress.note(f"{failure}: {_last_line(reply.error.reason)}")
             else:
                 yield reply
+
+    def _sample(self, round_number: int) -> list[str]:
+        """The participants asked to train in a round: seeded, over addresses, the same in every attempt."""
+        addresses = sorted(self.nodes, key=lambda address: int(address, 16))
+        count = max(self.plan.quorum, round(len(addresses) * self.plan.fraction_train))
+        return random.Random(f"{self.settings.seed}/train/{round_number}").sample(addresses, min(count, len(addresses)))
 
     def _message(self, address: str, message_type: str, config: ConfigRecord) -> Message:
         content = ConfigRecord({**config, "settings": self.settings.to_json()})
         return Message(RecordDict({"config": content}), dst_node_id=self.nodes[address], message_type=message_type)
 
-    def _ticket_config(self) -> ConfigRecord:
-        ticket = self._ticket
-        assert ticket is not None
-        return ConfigRecord({"round": ticket.round, "attempt": ticket.attempt, "base": str(ticket.base),
-                             "deadline": ticket.deadline})
-
-    def _receipts(self, replies: Iterable[Message]) -> list[SignedCommitment]:
+    def _receipts(self, replies: Iterable[Message], attempt: int) -> list[SignedCommitment]:
         receipts = []
-        for reply in self._successful(replies, "a participant failed to train"):
+        for reply in replies:
+            if reply.has_error():
+                address = self._addresses[reply.metadata.src_node_id]
+                self._exclude(address, f"attempt {attempt}: failed to train: {_last_line(reply.error.reason)}")
+                continue
             receipt = reply.content["receipt"]
             participant = str(receipt["participant"])
             commitment = Commitment(participant, int(receipt["round"]), int(receipt["attempt"]),
@@ -266,19 +373,45 @@ class OnChainStrategy(Strategy):
             self._note(reply, **{key: float(value) for key, value in reply.content["metrics"].items()})
         return receipts
 
+    def _exclude(self, participant: str, reason: str) -> None:
+        """Records why a participant's update is not in the round (summary, metrics, terminal)."""
+        self._exclusions.append((participant, reason))
+        self.progress.note(f"excluded {participant}: {reason}")
+
+    def _chain_time(self) -> int:
+        """Now, as the chain's next block will see it (never behind the latest block)."""
+        return max(int(self.ledger.chain.web3.eth.get_block("latest")["timestamp"]), int(time.time()))
+
+    def _checkpoint(self, round_number: int, point: str) -> None:
+        if self.drill is not None:
+            self.drill.check(round_number, point, self.progress)
+
     def _note(self, reply: Message, **metrics: float) -> None:
         """Keeps a participant's figures of this round, from whichever reply carried them."""
         address = self._addresses[reply.metadata.src_node_id]
         self._participant_metrics.setdefault(address, {}).update(metrics)
 
     def _record_participants(self, round_number: int) -> None:
-        """One metrics.csv row per participant: training loss, test accuracy, bytes, gas, seconds."""
-        for participant in sorted(self._participant_metrics, key=lambda address: int(address, 16)):
-            metrics = self._participant_metrics[participant]
+        """One metrics.csv row per participant: training loss, test accuracy, bytes, gas,
+        seconds, and why its update was left out if it was."""
+        excluded: dict[str, list[str]] = {}
+        for participant, reason in self._exclusions:
+            excluded.setdefault(participant, []).append(reason)
+        for participant in sorted(self._participant_metrics.keys() | excluded.keys(), key=lambda address: int(address, 16)):
+            metrics = self._participant_metrics.get(participant, {})
             seconds = {key.removeprefix("seconds_"): value for key, value in metrics.items() if key.startswith("seconds_")}
             self.runlog.participant(
                 round_number, participant, seconds, loss=metrics.get("loss"), accuracy=metrics.get("accuracy"),
                 examples=int(metrics["examples"]) if "examples" in metrics else None,
                 bytes=int(metrics["bytes"]) if "bytes" in metrics else None,
                 gas=int(metrics["gas"]) if "gas" in metrics else None,
+                excluded="; ".join(excluded.get(participant, [])) or None,
             )
+
+
+def _last_line(reason: str) -> str:
+    """What went wrong, without the transport's traceback: Flower's simulation wraps a
+    ClientApp's exception in Ray's, ending in `Message: <the error>'>`."""
+    message = reason.rpartition("Message: ")[2] if "Message: " in reason else reason
+    lines = [line.strip() for line in message.strip().rstrip("'>").splitlines() if line.strip()]
+    return lines[-1] if lines else reason.strip()

@@ -22,6 +22,7 @@ from functools import lru_cache
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from clients.drills import ParticipantDrill, drill_for, fail_if_drilled, parse_drills, poison
 from clients.models import build_model, load_weights, model_weights
 from clients.seeding import derive_seed
 from clients.settings import RunSettings, load_dataset
@@ -32,7 +33,7 @@ from fl_chain.chain.ledger import Ledger
 from fl_chain.consortium import SimulatedConsortium
 from fl_chain.identity import Identity
 from fl_chain.protocol import Federation, RoundTicket
-from fl_chain.storage.blockstore import LocalStore
+from fl_chain.storage.backends import open_store
 from fl_chain.storage.cid import Cid
 from fl_chain.timing import Stopwatch
 
@@ -47,6 +48,7 @@ class Node:
     identity: Identity
     federation: Federation
     settings: RunSettings
+    drills: tuple[ParticipantDrill, ...]
 
 
 @lru_cache(maxsize=8)
@@ -54,8 +56,9 @@ def _node(settings_json: str, index: int) -> Node:
     settings = RunSettings.from_json(settings_json)
     consortium = SimulatedConsortium.derive(settings.seed, settings.num_participants, settings.num_validators)
     chain = rpc.connect(settings.chain_url)
-    federation = Federation(Ledger.attach(chain, settings.contract), LocalStore(settings.store_dir))
-    return Node(index, consortium.participants[index], federation, settings)
+    federation = Federation(Ledger.attach(chain, settings.contract), open_store(settings.store, None))
+    drills = tuple(parse_drills(settings.drills, settings.num_participants))
+    return Node(index, consortium.participants[index], federation, settings, drills)
 
 
 def _node_of(message: Message, context: Context) -> Node:
@@ -78,6 +81,8 @@ def train_round(message: Message, context: Context) -> Message:
     config = message.content["config"]
     ticket = RoundTicket(int(config["round"]), int(config["attempt"]), Cid.parse(str(config["base"])),
                          int(config["deadline"]))
+    drill = drill_for(node.drills, node.index, ticket.round, ticket.attempt)
+    fail_if_drilled(drill)
     stopwatch = Stopwatch()
     dataset = load_dataset(node.settings)
     data = dataset.participants[node.index]
@@ -91,6 +96,8 @@ def train_round(message: Message, context: Context) -> Message:
             proximal_mu=node.settings.proximal_mu,
         )
         weights = model_weights(model)
+    if drill is not None and drill.kind == "nan":
+        weights = poison(weights)
     signed = protocol.commit_update(node.federation, node.identity, ticket, weights, report.examples, stopwatch)
     commitment = signed.commitment
     receipt = ConfigRecord({

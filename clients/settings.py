@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -24,10 +24,11 @@ class RunSettings:
     num_validators: int
     chain_url: str
     contract: str
-    store_dir: str
+    store: dict[str, Any]  # the content store as every process opens it (fl_chain.storage.backends)
     task: dict[str, Any]
     partition: dict[str, Any]
     proximal_mu: float
+    drills: list[dict[str, Any]] = field(default_factory=list)  # participant fault drills (clients/drills.py)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))

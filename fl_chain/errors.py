@@ -23,6 +23,16 @@ class StoreError(FlChainError):
     """The content store could not serve or accept a blob."""
 
 
+class StoreUnreachable(StoreError):
+    """No content-store daemon answers at the configured address.
+
+    Exit status 2, like bad usage: the fix is the operator's (start the daemon, correct the
+    address), not the data's.
+    """
+
+    exit_code = 2
+
+
 class BlobNotFound(StoreError):
     """No blob with this CID is in the store."""
 

@@ -1,8 +1,10 @@
-"""A run's record: metrics.csv as the run goes, summary.json at its end.
+"""A run's record: metrics.csv and rounds.jsonl as the run goes, summary.json at its end.
 
 metrics.csv has one row per participant per round (scope "participant") and one per
 round (scope "round"); empty cells are figures that do not apply to that scope. Rows are
-appended and flushed as they happen, so an interrupted run keeps what it measured.
+appended and flushed as they happen, so an interrupted run keeps what it measured, and
+rounds.jsonl keeps each finished round's summary so a resumed run can write the same
+summary.json an uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ STAGES = (
     "open_updates", "aggregate", "finalize", "attest", "evaluate", "attest_evaluate", "total",
 )
 COLUMNS = (
-    "round", "scope", "participant", "loss", "accuracy", "examples", "bytes", "gas",
+    "round", "scope", "participant", "loss", "accuracy", "examples", "bytes", "gas", "excluded",
     *(f"seconds_{stage}" for stage in STAGES),
 )
 
@@ -35,15 +37,25 @@ class RoundSummary:
     gas_used: int
     seconds: float
     exclusions: list[dict[str, str]] = field(default_factory=list)
+    attempt: int = 1
+    resumed: bool = False
 
 
 class RunLog:
-    """Writes metrics.csv and summary.json into a run directory."""
+    """Writes metrics.csv, rounds.jsonl and summary.json into a run directory.
 
-    def __init__(self, run_dir: Path) -> None:
+    `resume=True` keeps what an interrupted run already wrote and carries on after it.
+    """
+
+    def __init__(self, run_dir: Path, *, resume: bool = False) -> None:
         self.run_dir = Path(run_dir)
-        self.rounds: list[RoundSummary] = []
         self._metrics = self.run_dir / "metrics.csv"
+        self._rounds = self.run_dir / "rounds.jsonl"
+        if resume and self._metrics.is_file():
+            self.rounds = [RoundSummary(**json.loads(line)) for line in self._read_rounds()]
+            return
+        self.rounds = []
+        self._rounds.write_text("")
         with open(self._metrics, "w", newline="") as handle:
             csv.writer(handle).writerow(COLUMNS)
 
@@ -54,6 +66,22 @@ class RunLog:
         self.rounds.append(summary)
         figures = {"loss": summary.loss, "accuracy": summary.accuracy, "gas": summary.gas_used}
         self._append({"round": summary.round, "scope": "round", "participant": "", **figures}, seconds)
+        with open(self._rounds, "a") as handle:
+            handle.write(json.dumps(asdict(summary)) + "\n")
+
+    def _read_rounds(self) -> list[str]:
+        """Finished rounds' summaries; a line cut short by a crash is the unfinished round."""
+        if not self._rounds.is_file():
+            return []
+        lines = self._rounds.read_text().splitlines()
+        complete = []
+        for line in lines:
+            try:
+                json.loads(line)
+            except json.JSONDecodeError:
+                break
+            complete.append(line)
+        return complete
 
     def write_summary(self, chain: dict[str, Any], final: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, Any]:
         commitments = sum(r.commitments for r in self.rounds)

@@ -7,10 +7,17 @@ from pathlib import Path
 import pytest
 
 from fl_chain.chain import rpc
-from fl_chain.chain.accounts import KeystoreError, load_keystore, mnemonic_accounts, read_password, write_keystore
+from fl_chain.chain.accounts import (
+    KeystoreError,
+    load_keystore,
+    mnemonic_accounts,
+    read_password,
+    unlock_keystore,
+    write_keystore,
+)
 from fl_chain.chain.anvil import DEV_MNEMONIC, AnvilNode
 from fl_chain.chain.artifacts import NAIVE_REGISTRY
-from fl_chain.chain.errors import ChainUnreachable, WrongChain
+from fl_chain.chain.errors import ChainUnreachable, UnreachableUrl, WrongChain
 from fl_chain.identity import Identity
 
 
@@ -42,15 +49,37 @@ def test_passwords_come_from_an_environment_variable_or_a_file(tmp_path: Path, m
         read_password()
 
 
+def test_unlocking_a_keystore_takes_the_password_file_over_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    identity = Identity.derive("keystore test", "operator")
+    write_keystore(identity.account, tmp_path / "operator.json", "from file")
+    (tmp_path / "password").write_text("from file\n")
+    monkeypatch.setenv("FLCHAIN_TEST_PASSWORD", "from env")
+    unlocked = unlock_keystore(tmp_path / "operator.json", password_env="FLCHAIN_TEST_PASSWORD",
+                               password_file=tmp_path / "password")
+    assert unlocked.address == identity.address
+    with pytest.raises(KeystoreError, match="wrong password for keystore"):
+        unlock_keystore(tmp_path / "operator.json", password_env="FLCHAIN_TEST_PASSWORD")
+    with pytest.raises(KeystoreError, match=f"keystore file {tmp_path / 'absent.json'} does not exist"):
+        unlock_keystore(tmp_path / "absent.json", password_env="FLCHAIN_UNSET_VARIABLE")
+    (tmp_path / "not-a-keystore.json").write_text('{"address": "00"}')
+    with pytest.raises(KeystoreError, match="is not a v3 keystore"):
+        unlock_keystore(tmp_path / "not-a-keystore.json", password_env="FLCHAIN_TEST_PASSWORD")
+
+
 def test_development_mnemonic_gives_anvils_accounts() -> None:
     first, second = mnemonic_accounts(DEV_MNEMONIC, 2)
     assert first.address == "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
     assert second.address == "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
 
 
-def test_unreachable_node_is_a_clear_error() -> None:
-    with pytest.raises(ChainUnreachable, match="no Ethereum node answers at http://127.0.0.1:9"):
-        rpc.connect("http://127.0.0.1:9", timeout=2)
+def test_an_unreachable_url_at_start_is_bad_input_without_a_long_retry() -> None:
+    with pytest.raises(UnreachableUrl, match="no Ethereum node answers at http://127.0.0.1:9") as caught:
+        rpc.connect("http://127.0.0.1:9", timeout=2, retry_seconds=600)
+    assert isinstance(caught.value, ChainUnreachable) and caught.value.exit_code == 2
+    with pytest.raises(UnreachableUrl, match="localhost:8545 is not an Ethereum JSON-RPC endpoint"):
+        rpc.connect("localhost:8545")
 
 
 @pytest.mark.anvil

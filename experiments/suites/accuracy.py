@@ -176,7 +176,7 @@ def _measure(config: dict[str, Any], task: str, label: str, partition: dict[str,
 def _baselines(experiment: dict[str, Any], task: str, label: str) -> list[Measurement]:
     """Centralized and local-only, trained for the federated run's rounds x local epochs."""
     settings = RunSettings(seed=experiment["seed"], num_participants=experiment["num_participants"],
-                           num_validators=experiment["num_validators"], chain_url="", contract="", store_dir="",
+                           num_validators=experiment["num_validators"], chain_url="", contract="", store={},
                            task=experiment["task"], partition=experiment["partition"], proximal_mu=0.0)
     dataset = load_dataset(settings)
     training = dataclasses.replace(settings.training, epochs=settings.training.epochs * experiment["rounds"])

@@ -31,7 +31,7 @@ AGGREGATOR_STAGES = ("open_round", "relay", "fetch_updates", "open_updates", "ag
 
 def _settings(config: dict[str, Any]) -> RunSettings:
     return RunSettings(seed=config["seed"], num_participants=config["num_participants"],
-                       num_validators=config["num_validators"], chain_url="", contract="", store_dir="",
+                       num_validators=config["num_validators"], chain_url="", contract="", store={},
                        task=config["task"], partition=config["partition"],
                        proximal_mu=float(config["strategy"]["proximal_mu"]))
 

@@ -22,6 +22,9 @@ class KeystoreError(UsageError):
     """A keystore file is missing or unreadable, or its password is wrong."""
 
 
+DEFAULT_PASSWORD_ENV = "FLCHAIN_PASSWORD"
+
+
 def read_password(*, env: str | None = None, file: Path | None = None) -> str:
     if env:
         if env not in os.environ:
@@ -37,11 +40,30 @@ def read_password(*, env: str | None = None, file: Path | None = None) -> str:
 
 def load_keystore(path: Path, password: str) -> LocalAccount:
     """Decrypts a standard v3 keystore file."""
+    return _decrypt(path, read_json(path, "keystore file", KeystoreError), password)
+
+
+def unlock_keystore(
+    path: Path, *, password_env: str | None = DEFAULT_PASSWORD_ENV, password_file: Path | None = None
+) -> LocalAccount:
+    """The keystore's account, with its password from `password_file` if one is named, else
+    from the variable `password_env`; the file is read first, so a missing one is named first."""
     keystore = read_json(path, "keystore file", KeystoreError)
+    password = read_password(file=password_file) if password_file else read_password(env=password_env)
+    return _decrypt(path, keystore, password)
+
+
+def _decrypt(path: Path, keystore: object, password: str) -> LocalAccount:
     try:
         key = Account.decrypt(keystore, password)
-    except ValueError:
-        raise KeystoreError(f"wrong password for keystore {path}") from None
+    except ValueError as error:
+        if "MAC mismatch" in str(error):
+            raise KeystoreError(f"wrong password for keystore {path}") from None
+        raise KeystoreError(f"keystore {path} is not a v3 keystore: {error}") from None
+    except KeyError as error:
+        raise KeystoreError(f"keystore {path} is not a v3 keystore (it has no {error} field)") from None
+    except TypeError:
+        raise KeystoreError(f"keystore {path} is not a v3 keystore (not a JSON object)") from None
     return Account.from_key(key)
 
 

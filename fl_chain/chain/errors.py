@@ -8,7 +8,16 @@ from fl_chain.errors import ChainError, UsageError
 
 
 class ChainUnreachable(ChainError):
-    """The node at a URL did not answer."""
+    """The node at a URL did not answer, even after retrying for the configured window."""
+
+
+class UnreachableUrl(ChainUnreachable, UsageError):
+    """No node answers at the URL given at start-up: bad input, since nothing happened yet."""
+
+
+class ConnectionLost(ChainError):
+    """A request that must not be repeated blindly got no answer: it may or may not have
+    reached the node (the caller finds out which, see `Chain`)."""
 
 
 class ChainTimeout(ChainError):
@@ -21,6 +30,19 @@ class WrongChain(UsageError):
 
 class NotAFederation(UsageError):
     """The address holds no Federation contract (or another version of it)."""
+
+
+class FederationMismatch(UsageError):
+    """The federation on chain is not the one a federation file describes."""
+
+
+class InsufficientFunds(ChainError, UsageError):
+    """An account cannot pay for what it is asked to send: bad input when checked before a
+    run (exit status 2), and a stop that topping the account up fixes during one."""
+
+
+class NonceConflict(ChainError):
+    """Another transaction from the same account took the nonce of ours."""
 
 
 class TransactionReverted(ChainError):

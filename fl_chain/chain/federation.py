@@ -6,8 +6,12 @@ one definition of what the contract's numbers mean.
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum, IntFlag
+from typing import Any
 
 from eth_utils import to_checksum_address
 
@@ -209,3 +213,14 @@ def explain_revert(revert: Revert) -> str:
     }
     message = messages.get(revert.name)
     return message() if message else f"the contract refused the call: {revert.name}({a})"
+
+
+WHERE_NOT_WHAT = ("chain", "storage")  # config groups that say where a run happens, not what it trains
+
+
+def task_hash(config: Mapping[str, Any]) -> bytes:
+    """Binds a federation on chain to its experiment config: what is trained and how (task,
+    data split, strategy, privacy, seed, quorum, drills...), not where (chain, store), so a
+    federation deployed with `flchain deploy` matches the runs that use it."""
+    experiment = {key: value for key, value in config.items() if key not in WHERE_NOT_WHAT}
+    return hashlib.sha256(json.dumps(experiment, sort_keys=True, separators=(",", ":")).encode()).digest()

@@ -23,7 +23,9 @@ from fl_chain.errors import FlChainError, UsageError
 from fl_chain.jsonfiles import read_json
 from fl_chain.keyfile import read_key_file
 from fl_chain.protocol import Federation
-from fl_chain.storage.blockstore import LocalStore
+from fl_chain.rundir import open_run_dir, read_run_config
+from fl_chain.storage.backends import open_store
+from fl_chain.storage.blockstore import ContentStore, LocalStore
 from fl_chain.verify.audit import audit
 from fl_chain.verify.findings import Findings
 from fl_chain.verify.render import document_report, json_report, text_report
@@ -35,7 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("run_dir", nargs="?", type=Path, metavar="RUN_DIR", help="a run directory of `flchain run`")
     parser.add_argument("--rpc", metavar="URL", help="verify a live chain instead of a run's journal")
     parser.add_argument("--contract", metavar="ADDRESS", help="the Federation's address (with --rpc)")
-    parser.add_argument("--store", type=Path, metavar="DIR", help="the content store (default: RUN_DIR/store)")
+    parser.add_argument("--store", type=Path, metavar="DIR",
+                        help="a local content store (default: the run's own, RUN_DIR/store or its kubo for storage=ipfs)")
     parser.add_argument("--key", type=Path, action="append", default=[], metavar="FILE",
                         help="an aggregator's or validator's key file: open updates and re-aggregate")
     parser.add_argument("--json", action="store_true", help="print the findings as JSON")
@@ -66,15 +69,12 @@ def _open(args: argparse.Namespace, findings: Findings) -> tuple[Federation, Pat
         if not args.contract or not args.store:
             raise UsageError("--rpc needs --contract ADDRESS and --store DIR")
         chain = rpc.connect(args.rpc)
-        return Federation(Ledger.attach(chain, args.contract), _store(args.store)), args.run_dir
+        run_dir = open_run_dir(args.run_dir, needs=()) if args.run_dir else None
+        return Federation(Ledger.attach(chain, args.contract), _store(args.store)), run_dir
     run_dir = args.run_dir
     if run_dir is None:
         raise UsageError("name a run directory, or a live chain with --rpc URL --contract ADDRESS --store DIR")
-    if not run_dir.is_dir():
-        raise UsageError(f"run directory {run_dir} does not exist")
-    federation_file = run_dir / "federation.json"
-    if not federation_file.is_file():
-        raise UsageError(f"{run_dir} is not a run directory of flchain run (no federation.json)")
+    federation_file = open_run_dir(run_dir, needs=("federation.json",)) / "federation.json"
     federation = read_json(federation_file, "federation file")
     address = federation.get("address") if isinstance(federation, dict) else None
     if not isinstance(address, str):
@@ -91,7 +91,18 @@ def _open(args: argparse.Namespace, findings: Findings) -> tuple[Federation, Pat
     if not bytes(chain.web3.eth.get_code(address)):
         raise FlChainError(f"the chain journal in {run_dir / 'ledger'} holds no contract at {address}: "
                          "federation.json and ledger/ come from different runs")
-    return Federation(Ledger(chain, address), _store(args.store or run_dir / "store")), run_dir
+    return Federation(Ledger(chain, address), _store(args.store) if args.store else _run_store(run_dir)), run_dir
+
+
+def _run_store(run_dir: Path) -> ContentStore:
+    """The store the run used: its kubo daemon if it ran with storage=ipfs, else RUN_DIR/store."""
+    try:
+        storage = read_run_config(run_dir).get("storage", {})
+    except UsageError:  # an unreadable config.yaml is a finding of the audit, not a reason to stop here
+        storage = {}
+    if storage.get("backend") == "ipfs":
+        return open_store(storage, run_dir)
+    return _store(run_dir / "store")
 
 
 def _store(directory: Path) -> LocalStore:

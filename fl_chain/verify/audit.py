@@ -10,7 +10,6 @@ key, every included update is opened and the round re-aggregated to the byte.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +20,7 @@ from eth_utils import keccak
 
 from fl_chain.aggregation import federated_average
 from fl_chain.chain.artifacts import FEDERATION, deployed_code_matches
-from fl_chain.chain.federation import CommitmentRecord, ExclusionReason, Role
+from fl_chain.chain.federation import CommitmentRecord, ExclusionReason, Role, task_hash
 from fl_chain.chain.history import Event, read_history
 from fl_chain.chain.ledger import bitmap_indices
 from fl_chain.codec import schema_hash
@@ -435,9 +434,8 @@ def _check_run_files(federation: Federation, result: Audit, walk: _Walk, run_dir
         config = None
     if config is not None:
         parameters = walk.parameters
-        task_hash = hashlib.sha256(json.dumps(config, sort_keys=True, separators=(",", ":")).encode()).digest()
         findings.expect("federation parameters are the run's",
-                        ("0x" + task_hash.hex(), config["quorum"], config["attestation_threshold"]),
+                        ("0x" + task_hash(config).hex(), config["quorum"], config["attestation_threshold"]),
                         ("0x" + parameters.task_hash.hex(), parameters.quorum, parameters.attestation_threshold),
                         "the contract's task hash, quorum and threshold vs config.yaml")
 

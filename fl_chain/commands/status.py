@@ -1,0 +1,137 @@
+"""`flchain status --federation FILE --url URL`: a federation as its chain sees it.
+
+Shows the federation (address, chain, admin, aggregator, parameters, latest accepted
+model), its members and every round (status, attempt, commitments, included updates,
+attestations, global model, deadline), read from the chain, not from any run directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from fl_chain.chain.federation import FederationParameters, Member, RoundState, RoundStatus
+from fl_chain.chain.federation_file import attach_over_rpc
+from fl_chain.chain.ledger import Ledger
+from fl_chain.commands.members import member_json, members_table, table
+from fl_chain.storage.cid import Cid
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = subparsers.add_parser("status", help="show a federation, its members and rounds from the chain",
+                                   description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--federation", type=Path, required=True, metavar="FILE",
+                        help="the federation file `flchain deploy` wrote")
+    parser.add_argument("--url", required=True, metavar="URL", help="a JSON-RPC node of the federation's chain")
+    parser.add_argument("--json", action="store_true", help="print the status as JSON")
+    parser.set_defaults(handler=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    _, ledger = attach_over_rpc(args.federation, args.url)
+    status = FederationStatus.read(ledger)
+    print(json.dumps(status.to_json(), indent=1) if args.json else status.render())
+    return 0
+
+
+@dataclass(frozen=True)
+class FederationStatus:
+    """Everything `status` shows, read from the chain."""
+
+    address: str
+    chain_id: int
+    admin: str
+    aggregator: str | None
+    parameters: FederationParameters
+    genesis_model: Cid | None
+    latest_round: int
+    latest_model: Cid
+    members: list[Member]
+    rounds: list[RoundState]
+
+    @classmethod
+    def read(cls, ledger: Ledger) -> FederationStatus:
+        latest_round, latest_model = ledger.latest_accepted()
+        aggregator = ledger.aggregator()
+        rounds: list[RoundState] = []
+        while (state := ledger.round(len(rounds) + 1)).status != RoundStatus.NONE:  # rounds open in order
+            rounds.append(state)
+        return cls(
+            address=ledger.address,
+            chain_id=ledger.chain.chain_id,
+            admin=ledger.admin(),
+            aggregator=None if int(aggregator, 16) == 0 else aggregator,
+            parameters=ledger.parameters(),
+            genesis_model=ledger.round(0).global_model,
+            latest_round=latest_round,
+            latest_model=latest_model,
+            members=ledger.members(),
+            rounds=rounds,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "federation": {
+                "address": self.address,
+                "chain_id": self.chain_id,
+                "admin": self.admin,
+                "aggregator": self.aggregator,
+                "parameters": {**dataclasses.asdict(self.parameters), "task_hash": "0x" + self.parameters.task_hash.hex()},
+                "genesis_model": _cid(self.genesis_model),
+                "latest_accepted": {"round": self.latest_round, "global_model": str(self.latest_model)},
+            },
+            "members": [member_json(member) for member in self.members],
+            "rounds": [
+                {
+                    "round": state.round,
+                    "status": state.status.name.lower(),
+                    "attempt": state.attempt,
+                    "commitments": state.commitments,
+                    "included": state.included,
+                    "attestations": state.attestations,
+                    "global_model": _cid(state.global_model),
+                    "deadline": _utc(state.deadline),
+                }
+                for state in self.rounds
+            ],
+        }
+
+    def render(self) -> str:
+        parameters = self.parameters
+        facts = [
+            ("admin", self.admin),
+            ("aggregator", self.aggregator or "none appointed"),
+            ("task hash", "0x" + parameters.task_hash.hex()),
+            ("aggregation rule", str(parameters.aggregation_rule)),
+            ("quorum", str(parameters.quorum)),
+            ("round duration", f"{parameters.round_duration} s"),
+            ("attestation threshold", str(parameters.attestation_threshold)),
+            ("genesis model", _cid(self.genesis_model) or "-"),
+            ("latest accepted", f"round {self.latest_round}, model {self.latest_model}"),
+        ]
+        width = max(len(name) for name, _ in facts)
+        lines = [f"federation {self.address} on chain {self.chain_id}"]
+        lines += [f"  {name.ljust(width)}  {value}" for name, value in facts]
+        lines += ["", f"members: {len(self.members)}, {sum(m.active for m in self.members)} active"]
+        if self.members:
+            lines.append(members_table(self.members))
+        lines += ["", f"rounds: {len(self.rounds)}"]
+        if self.rounds:
+            rows = [(str(r.round), r.status.name.lower(), str(r.attempt), str(r.commitments), str(r.included),
+                     str(r.attestations), _cid(r.global_model) or "-", _utc(r.deadline)) for r in self.rounds]
+            lines.append(table(("round", "status", "attempt", "commitments", "included", "attestations",
+                                "global model", "deadline (UTC)"), rows))
+        return "\n".join(lines)
+
+
+def _cid(cid: Cid | None) -> str | None:
+    return None if cid is None else str(cid)
+
+
+def _utc(timestamp: int) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
