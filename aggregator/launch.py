@@ -125,6 +125,7 @@ def validate(config: dict[str, Any]) -> None:
     for holds, message in checks:
         if not holds:
             raise UsageError(message)
+    parse_drills(config.get("drills") or [], participants)
     training_settings(config["task"])  # epochs, batch size, learning rate, optimizer
     if config["chain"]["backend"] == "rpc":
         RpcSettings.from_config(config["chain"])

@@ -10,9 +10,13 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+from tcp_proxy import TcpProxy
+
+from fl_chain.chain.anvil import AnvilNode
 
 from conftest import SMALL_RUN, flchain
 
@@ -146,3 +150,56 @@ def test_resume_refuses_a_finished_run_and_a_run_whose_anvil_is_gone(small_runs:
     gone = flchain("resume", str(on_anvil))
     assert gone.returncode == 2, gone.stderr
     assert "cannot be resumed" in gone.stderr and "Traceback" not in gone.stderr
+
+
+# ---------------------------------------------------------------- the chain's node unreachable
+
+
+def _wait_for_line(log: Path, text: str, process: subprocess.Popen[bytes], timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in log.read_text():
+        assert process.poll() is None, log.read_text()[-3000:]
+        assert time.monotonic() < deadline, f"no {text!r} in {log.read_text()[-3000:]}"
+        time.sleep(0.2)
+
+
+@pytest.mark.anvil
+def test_a_run_rides_out_a_short_outage_and_stops_resumably_on_a_long_one(anvil_node: AnvilNode, tmp_path: Path) -> None:
+    proxy = TcpProxy(anvil_node.port)  # the network between the run and its node
+    proxy.restore()
+    run_dir, log = tmp_path / "run", tmp_path / "run.stderr"
+    command = [sys.executable, "-m", "fl_chain.cli", "run", *SMALL_RUN, "rounds=3", "chain=rpc",
+               f"chain.url={proxy.url}", f"chain.chain_id={anvil_node.chain_id}", "chain.retry_seconds=5",
+               f"hydra.run.dir={run_dir}"]
+    try:
+        with open(log, "w") as stderr:
+            process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True,
+                                       env={**os.environ, "FLWR_TELEMETRY_ENABLED": "0"})
+            try:
+                _wait_for_line(log, "[round 1/3]", process)
+                proxy.cut_for(2)  # shorter than retry_seconds: ridden out
+                _wait_for_line(log, "[round 2/3]", process)
+                proxy.cut()  # for good: the run must stop, keeping what it did
+                process.wait(timeout=600)
+            finally:
+                try:
+                    os.killpg(process.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        stderr_text = log.read_text()
+        assert process.returncode == 1, stderr_text[-3000:]
+        assert "unreachable" in stderr_text and "retrying in" in stderr_text
+        last = stderr_text.strip().splitlines()[-1]
+        assert last.startswith("flchain: error: ") and f"flchain resume {run_dir}" in last, last
+        assert "Traceback" not in stderr_text
+
+        proxy.restore()
+        resumed = flchain("resume", str(run_dir))
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        rounds = _summary(run_dir)["rounds"]
+        assert [(r["round"], r["accepted"]) for r in rounds] == [(1, True), (2, True), (3, True)]
+        contract = json.loads((run_dir / "federation.json").read_text())["address"]
+        verified = flchain("verify", "--rpc", proxy.url, "--contract", contract, "--store", str(run_dir / "store"))
+        assert verified.returncode == 0, verified.stdout[-3000:] + verified.stderr[-2000:]
+    finally:
+        proxy.cut()
