@@ -31,9 +31,11 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result, Strategy
 
 from aggregator.drill import KillDrill
+from clients import blobs
 from clients.settings import RunSettings
 from fl_chain import protocol
 from fl_chain.chain.commitment import Commitment, SignedCommitment
+from fl_chain.chain.errors import TransactionReverted
 from fl_chain.chain.federation import Role, RoundStatus
 from fl_chain.chain.ledger import Ledger
 from fl_chain.identity import Identity
@@ -44,6 +46,7 @@ from fl_chain.storage.cid import Cid
 from fl_chain.timing import Stopwatch
 
 GREETING_TIMEOUT = 120.0  # seconds participants get to start and say who they are
+COLLECTIONS = 3  # times the aggregator collects a round whose commitments keep arriving
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,9 @@ class RoundPlan:
     # the chain is the run's own development chain: move its clock past a deadline
     # instead of waiting for it (a simulation has nobody else to wait for)
     fast_forward: bool = False
+    # every party keeps its own content store (a deployment): blobs travel in the messages
+    # (clients/blobs.py) and are checked against the CIDs the chain names
+    ship_blobs: bool = False
 
 
 class OnChainStrategy(Strategy):
@@ -194,7 +200,7 @@ class OnChainStrategy(Strategy):
         self.progress.stage(ticket.round, "training")
         config = ConfigRecord({"round": ticket.round, "attempt": ticket.attempt, "base": str(ticket.base),
                                "deadline": ticket.deadline})
-        messages = [self._message(address, MessageType.TRAIN, config) for address in asked]
+        messages = [self._message(address, MessageType.TRAIN, config, [ticket.base]) for address in asked]
         replies = list(grid.send_and_receive(messages, timeout=self.plan.reply_timeout))
         answered = {self._addresses[reply.metadata.src_node_id] for reply in replies}
         for address in asked:
@@ -221,24 +227,37 @@ class OnChainStrategy(Strategy):
         self.ledger.fail_round(self.aggregator.account, ticket.round)
 
     def _conclude(self, ticket: RoundTicket, stopwatch: Stopwatch) -> None:
-        """Collect, aggregate and finalize: the aggregator's half of the round, from the chain."""
+        """Collect, aggregate and finalize: the aggregator's half of the round, from the chain.
+
+        finalize must account for every commitment; one a participant sent itself while
+        the others were being aggregated makes the contract refuse, and the aggregator
+        collects again (a few times: a participant cannot hold the round up for long,
+        its commitments stop at the deadline)."""
         round_number = ticket.round
-        self.progress.stage(round_number, "collecting updates by their on-chain CIDs")
-        with stopwatch("collect"):
-            base = protocol.load_model(self.federation.store, ticket.base)
-            collected = protocol.collect(self.federation, self.aggregator.x25519_private, round_number, base,
-                                         stopwatch=stopwatch)
-        for exclusion in collected.exclusions:
-            self._exclude(exclusion.participant, exclusion.reason)
-        self.progress.stage(round_number, f"aggregating {len(collected.updates)} updates")
-        with stopwatch("aggregate"):
-            _, global_model = protocol.aggregate(self.federation, round_number, collected)
-        self._checkpoint(round_number, "stored")
-        self.progress.stage(round_number, "finalizing on chain")
-        with stopwatch("finalize"):
-            protocol.finalize(self.federation, self.aggregator, round_number, global_model, collected.included,
-                              collected.exclusions)
-        self._checkpoint(round_number, "finalized")
+        base = protocol.load_model(self.federation.store, ticket.base)
+        for attempt in range(1, COLLECTIONS + 1):
+            self.progress.stage(round_number, "collecting updates by their on-chain CIDs")
+            with stopwatch("collect"):
+                collected = protocol.collect(self.federation, self.aggregator.x25519_private, round_number, base,
+                                             stopwatch=stopwatch)
+            self.progress.stage(round_number, f"aggregating {len(collected.updates)} updates")
+            with stopwatch("aggregate"):
+                _, global_model = protocol.aggregate(self.federation, round_number, collected)
+            self._checkpoint(round_number, "stored")
+            self.progress.stage(round_number, "finalizing on chain")
+            try:
+                with stopwatch("finalize"):
+                    protocol.finalize(self.federation, self.aggregator, round_number, global_model,
+                                      collected.included, collected.exclusions)
+            except TransactionReverted as refusal:
+                if refusal.error != "CommitmentsUnaccounted" or attempt == COLLECTIONS:
+                    raise
+                self.progress.note(f"round {round_number}: a commitment arrived while aggregating; collecting again")
+                continue
+            for exclusion in collected.exclusions:
+                self._exclude(exclusion.participant, exclusion.reason)
+            self._checkpoint(round_number, "finalized")
+            return
 
     def _attest_and_evaluate(self, grid: Grid, round_number: int, global_model: Cid) -> tuple[int, MetricRecord | None]:
         """One message round: seeded-sampled validators re-compute and attest while every
@@ -250,7 +269,8 @@ class OnChainStrategy(Strategy):
         state = self.ledger.round(round_number)
         needed = 0 if state.status == RoundStatus.ACCEPTED else self.plan.attestation_threshold - state.attestations
         attest_config = ConfigRecord({"round": round_number})
-        messages = [self._message(a, MessageType.QUERY + ".attest", attest_config) for a in order[:needed]]
+        inputs = [state.base, *(record.cid for record in self.ledger.commitments(round_number)), global_model]
+        messages = [self._message(a, MessageType.QUERY + ".attest", attest_config, inputs) for a in order[:needed]]
         evaluate_config = ConfigRecord({"round": round_number, "model": str(global_model)})
         messages += self.configure_evaluate(round_number, ArrayRecord(), evaluate_config, grid)
         replies = list(grid.send_and_receive(messages, timeout=self.plan.reply_timeout))
@@ -263,7 +283,7 @@ class OnChainStrategy(Strategy):
             batch, asked = order[asked: asked + missing], asked + missing
             if not batch:
                 raise ProtocolError(f"round {round_number}: too few validators attested {global_model}")
-            retry = [self._message(address, MessageType.QUERY + ".attest", attest_config) for address in batch]
+            retry = [self._message(address, MessageType.QUERY + ".attest", attest_config, inputs) for address in batch]
             gas += self._count_attestations(round_number, grid.send_and_receive(retry, timeout=self.plan.reply_timeout))
         return gas, evaluation
 
@@ -284,7 +304,8 @@ class OnChainStrategy(Strategy):
         return None, None
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
-        return [self._message(address, MessageType.EVALUATE, config) for address in self.nodes]
+        carried = [Cid.parse(str(config["model"]))] if "model" in config else []
+        return [self._message(address, MessageType.EVALUATE, config, carried) for address in self.nodes]
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         results = []
@@ -354,9 +375,13 @@ class OnChainStrategy(Strategy):
         count = max(self.plan.quorum, round(len(addresses) * self.plan.fraction_train))
         return random.Random(f"{self.settings.seed}/train/{round_number}").sample(addresses, min(count, len(addresses)))
 
-    def _message(self, address: str, message_type: str, config: ConfigRecord) -> Message:
-        content = ConfigRecord({**config, "settings": self.settings.to_json()})
-        return Message(RecordDict({"config": content}), dst_node_id=self.nodes[address], message_type=message_type)
+    def _message(self, address: str, message_type: str, config: ConfigRecord,
+                 carried: Iterable[Cid | None] = ()) -> Message:
+        """A request to one participant; with `ship_blobs` it carries the blobs of `carried`."""
+        records: dict[str, ConfigRecord] = {"config": ConfigRecord({**config, "settings": self.settings.to_json()})}
+        if self.plan.ship_blobs and (wanted := [cid for cid in carried if cid is not None]):
+            records[blobs.RECORD] = blobs.pack(self.federation.store, wanted)
+        return Message(RecordDict(records), dst_node_id=self.nodes[address], message_type=message_type)
 
     def _receipts(self, replies: Iterable[Message], attempt: int) -> list[SignedCommitment]:
         receipts = []
@@ -369,6 +394,11 @@ class OnChainStrategy(Strategy):
             participant = str(receipt["participant"])
             commitment = Commitment(participant, int(receipt["round"]), int(receipt["attempt"]),
                                     Cid.parse(str(receipt["cid"])), int(receipt["examples"]))
+            if self.plan.ship_blobs:  # the sealed update, into our store under the CID it hashes to
+                carried = blobs.unpack(self.federation.store, reply.content[blobs.RECORD])
+                if commitment.cid not in carried:
+                    self._exclude(participant, f"attempt {attempt}: its reply lacks the blob of {commitment.cid}")
+                    continue
             receipts.append(SignedCommitment(commitment, bytes.fromhex(str(receipt["r"])), bytes.fromhex(str(receipt["vs"]))))
             self._note(reply, **{key: float(value) for key, value in reply.content["metrics"].items()})
         return receipts
