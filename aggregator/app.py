@@ -3,7 +3,8 @@
 `flchain run` is the usual way in (Hydra overrides, sweeps, progress); this lets Flower's
 own tooling start the same apps from pyproject.toml. Hydra overrides come from the run
 config key `overrides` (`flwr run . --run-config 'overrides="rounds=3"'`), and the run
-directory from `run-dir`.
+directory from `run-dir`. With `deployment` naming an aggregator file, it is the
+aggregator of a deployed federation instead (aggregator/deployment.py, docs/deployment.md).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
+from aggregator.deployment import run_deployment
 from aggregator.launch import compose_experiment, run_experiment
 from fl_chain.errors import UsageError
 
@@ -23,7 +25,12 @@ app = ServerApp()
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    config = compose_experiment(shlex.split(str(context.run_config.get("overrides", ""))))
+    overrides = shlex.split(str(context.run_config.get("overrides", "")))
+    run_dir = Path(str(context.run_config.get("run-dir", "runs/flwr"))) / time.strftime("%Y-%m-%d_%H-%M-%S")
+    if context.run_config.get("deployment"):  # organizations' SuperNodes on a real federation
+        run_deployment(grid, Path(str(context.run_config["deployment"])), overrides, run_dir.resolve())
+        return
+    config = compose_experiment(overrides)
     nodes = _settled_node_count(grid)
     if nodes != config["num_participants"]:
         raise UsageError(
@@ -31,7 +38,6 @@ def main(grid: Grid, context: Context) -> None:
             f"participants: set `flwr federation simulation-config <federation> <superlink> --num-supernodes "
             f"{config['num_participants']}`, or pass overrides=\"num_participants={nodes} ...\""
         )
-    run_dir = Path(str(context.run_config.get("run-dir", "runs/flwr"))) / time.strftime("%Y-%m-%d_%H-%M-%S")
     run_experiment(config, run_dir.resolve(), drive=lambda strategy: strategy.start(grid))
 
 

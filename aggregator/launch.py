@@ -253,7 +253,7 @@ def run_experiment(config: dict[str, Any], run_dir: Path, drive: Callable[[OnCha
         chain = _connect(config, url)
         ledger = experiment.consortium.found(chain, experiment.parameters(), experiment.genesis)
         experiment.progress.note(f"federation {ledger.address} on chain {chain.chain_id}, genesis model {experiment.genesis}")
-        _write_federation_file(run_dir / "federation.json", ledger, experiment.genesis)
+        write_federation_file(run_dir / "federation.json", ledger, experiment.genesis)
         _write_opening_keys(run_dir / "keys", experiment.consortium)
         runlog = RunLog(run_dir)
         experiment.train(ledger, url, runlog, drive)
@@ -289,7 +289,7 @@ def _connect(config: dict[str, Any], url: str) -> Chain:
     return rpc.connect(url, retry_seconds=float(config["chain"].get("retry_seconds", rpc.DEFAULT_RETRY_SECONDS)))
 
 
-def _write_federation_file(path: Path, ledger: Ledger, genesis: Cid) -> None:
+def write_federation_file(path: Path, ledger: Ledger, genesis: Cid) -> None:
     """The federation file members load (fl_chain.chain.federation_file), plus the members."""
     members = [{"address": m.address, "index": m.index, "roles": m.roles.name} for m in ledger.members()]
     document = {**describe(ledger, genesis, None).to_json(), "members": members}

@@ -38,6 +38,7 @@ from fl_chain.chain.commitment import Commitment, SignedCommitment
 from fl_chain.chain.errors import TransactionReverted
 from fl_chain.chain.federation import Role, RoundStatus
 from fl_chain.chain.ledger import Ledger
+from fl_chain.errors import FlChainError
 from fl_chain.identity import Identity
 from fl_chain.progress import Progress
 from fl_chain.protocol import Federation, ProtocolError, RoundTicket
@@ -395,7 +396,11 @@ class OnChainStrategy(Strategy):
             commitment = Commitment(participant, int(receipt["round"]), int(receipt["attempt"]),
                                     Cid.parse(str(receipt["cid"])), int(receipt["examples"]))
             if self.plan.ship_blobs:  # the sealed update, into our store under the CID it hashes to
-                carried = blobs.unpack(self.federation.store, reply.content[blobs.RECORD])
+                try:
+                    carried = blobs.unpack(self.federation.store, reply.content[blobs.RECORD])
+                except FlChainError as refused:  # one participant's bad blob must not stop the round
+                    self._exclude(participant, f"attempt {attempt}: {refused}")
+                    continue
                 if commitment.cid not in carried:
                     self._exclude(participant, f"attempt {attempt}: its reply lacks the blob of {commitment.cid}")
                     continue

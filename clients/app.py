@@ -2,7 +2,10 @@
 
 A thin adapter: Flower carries the round's announcement in and the signed receipt out;
 everything that matters happens through `fl_chain.protocol` against the chain and the
-content store. Model weights never travel in Flower messages, only CIDs.
+content store. In a simulation model weights never travel in Flower messages, only CIDs;
+in a deployment each organization has its own store, so blobs travel with the messages
+and are checked against their CIDs (clients/blobs.py). Who this node is, where its data is
+and which store it keeps comes from clients/node.py.
 
 Message types:
 - `query.hello`: say which participant this node is (its address);
@@ -16,53 +19,30 @@ Message types:
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from functools import lru_cache
 
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from clients.drills import ParticipantDrill, drill_for, fail_if_drilled, parse_drills, poison
+from clients import blobs
+from clients.drills import drill_for, fail_if_drilled, poison
 from clients.models import build_model, load_weights, model_weights
+from clients.node import Node, resolve_node
 from clients.seeding import derive_seed
-from clients.settings import RunSettings, load_dataset
 from clients.training import evaluate, train
 from fl_chain import protocol
-from fl_chain.chain import rpc
-from fl_chain.chain.ledger import Ledger
-from fl_chain.consortium import SimulatedConsortium
-from fl_chain.identity import Identity
-from fl_chain.protocol import Federation, RoundTicket
-from fl_chain.storage.backends import open_store
+from fl_chain.protocol import RoundTicket
 from fl_chain.storage.cid import Cid
 from fl_chain.timing import Stopwatch
 
 app = ClientApp()
 
 
-@dataclass(frozen=True)
-class Node:
-    """This node's participant: its keys, its data index, and its view of the federation."""
-
-    index: int
-    identity: Identity
-    federation: Federation
-    settings: RunSettings
-    drills: tuple[ParticipantDrill, ...]
-
-
-@lru_cache(maxsize=8)
-def _node(settings_json: str, index: int) -> Node:
-    settings = RunSettings.from_json(settings_json)
-    consortium = SimulatedConsortium.derive(settings.seed, settings.num_participants, settings.num_validators)
-    chain = rpc.connect(settings.chain_url)
-    federation = Federation(Ledger.attach(chain, settings.contract), open_store(settings.store, None))
-    drills = tuple(parse_drills(settings.drills, settings.num_participants))
-    return Node(index, consortium.participants[index], federation, settings, drills)
-
-
 def _node_of(message: Message, context: Context) -> Node:
-    return _node(str(message.content["config"]["settings"]), int(context.node_config["partition-id"]))
+    """This node's participant; blobs the message carries go into its store first."""
+    node = resolve_node(str(message.content["config"]["settings"]), context.node_config)
+    if blobs.RECORD in message.content:
+        blobs.unpack(node.federation.store, message.content[blobs.RECORD])
+    return node
 
 
 def _reply(message: Message, **records: ConfigRecord | MetricRecord) -> Message:
@@ -84,15 +64,14 @@ def train_round(message: Message, context: Context) -> Message:
     drill = drill_for(node.drills, node.index, ticket.round, ticket.attempt)
     fail_if_drilled(drill)
     stopwatch = Stopwatch()
-    dataset = load_dataset(node.settings)
-    data = dataset.participants[node.index]
+    local = node.load_data()
     with stopwatch("fetch"):
         base = protocol.fetch_global_model(node.federation, ticket)
     with stopwatch("train"):
-        model = build_model(dataset.input_shape, dataset.num_classes, node.settings.seed)
+        model = build_model(local.input_shape, local.num_classes, node.settings.seed)
         load_weights(model, base)
         report = train(
-            model, data, node.settings.training, seed=derive_seed(node.settings.seed, ticket.round, node.index),
+            model, local.data, node.settings.training, seed=derive_seed(node.settings.seed, ticket.round, node.index),
             proximal_mu=node.settings.proximal_mu,
         )
         weights = model_weights(model)
@@ -112,6 +91,9 @@ def train_round(message: Message, context: Context) -> Message:
     size = len(node.federation.store.get(commitment.cid))
     metrics = MetricRecord({"loss": report.loss, "examples": report.examples, "bytes": size,
                             **{f"seconds_{stage}": seconds for stage, seconds in stopwatch.seconds.items()}})
+    if node.ships_blobs:  # the aggregator's store is not ours: the sealed update travels with its receipt
+        return _reply(message, receipt=receipt, metrics=metrics,
+                      **{blobs.RECORD: blobs.pack(node.federation.store, [commitment.cid])})
     return _reply(message, receipt=receipt, metrics=metrics)
 
 
@@ -136,11 +118,10 @@ def evaluate_model(message: Message, context: Context) -> Message:
     announced = Cid.parse(str(message.content["config"]["model"]))
     if announced != finalized:
         raise protocol.ProtocolError(f"asked to evaluate {announced}, but round {round_number} finalized {finalized}")
-    dataset = load_dataset(node.settings)
-    data = dataset.participants[node.index]
-    model = build_model(dataset.input_shape, dataset.num_classes, node.settings.seed)
+    local = node.load_data()
+    model = build_model(local.input_shape, local.num_classes, node.settings.seed)
     load_weights(model, protocol.load_model(node.federation.store, announced))
-    result = evaluate(model, data.test_x, data.test_y)
+    result = evaluate(model, local.data.test_x, local.data.test_y)
     return _reply(message, metrics=MetricRecord({
         "loss": result.loss, "accuracy": result.accuracy, "examples": result.examples, "round": round_number,
         "seconds_evaluate": time.perf_counter() - start,

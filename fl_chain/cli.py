@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
 
-from fl_chain.commands import cid, members, status, store, verify
+from fl_chain.commands import cid, keys, members, status, store, verify
 from fl_chain.errors import FlChainError
 
 
@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="flchain", description="Federated learning with on-chain aggregation."
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in (cid, store, verify, members, status):
+    for command in (cid, store, verify, members, status, keys):
         command.register(subparsers)
     for plugin in entry_points(group="flchain.commands"):
         plugin.load()(subparsers)

@@ -41,8 +41,12 @@ def _free_port() -> int:
 class AnvilNode:
     """A local anvil on a free loopback port: `with AnvilNode() as node: node.url`."""
 
-    def __init__(self, *, chain_id: int = 31337, port: int | None = None, startup_timeout: float = 30.0) -> None:
+    def __init__(self, *, chain_id: int = 31337, port: int | None = None, startup_timeout: float = 30.0,
+                 load_state: Path | None = None, dump_state: Path | None = None) -> None:
+        """`dump_state` keeps the chain (blocks, logs, state) in a file when the node stops;
+        `load_state` starts from such a file, e.g. to audit a finished deployment."""
         self.chain_id = chain_id
+        self.load_state, self.dump_state = load_state, dump_state
         self.port = port or _free_port()
         self.startup_timeout = startup_timeout
         self._process: subprocess.Popen[bytes] | None = None
@@ -60,6 +64,8 @@ class AnvilNode:
             "--mnemonic", DEV_MNEMONIC,
             "--gas-limit", "60000000",
             "--silent",
+            *(["--load-state", str(self.load_state)] if self.load_state else []),
+            *(["--dump-state", str(self.dump_state)] if self.dump_state else []),
         ]
         self._process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self._wait_until_ready()

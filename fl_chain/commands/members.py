@@ -56,7 +56,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     add.add_argument("--address", metavar="0x...", help="the member's Ethereum address")
     add.add_argument("--x25519", metavar="HEX", help="the member's X25519 public key (32 bytes in hex)")
     add.add_argument("--card", type=Path, metavar="FILE",
-                     help='a JSON file {"address": "0x...", "x25519": "HEX"} instead of --address and --x25519')
+                     help='a member card (`flchain keys org` writes card.json; any JSON file with "address" and '
+                          '"x25519") instead of --address and --x25519')
     add.add_argument("--roles", required=True, metavar="ROLES",
                      help=f"comma-separated, of: {', '.join(ROLE_NAMES)}")
     add.add_argument("--aggregator", action="store_true", help="also appoint the member as the aggregator")

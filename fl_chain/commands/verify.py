@@ -1,6 +1,7 @@
 """`flchain verify`: prove what happened in a run, trusting neither the aggregator nor the files.
 
     flchain verify RUN_DIR [--key FILE]...            embedded chain: re-executes the journal
+                                                      (a deployment demo: reloads its anvil state)
     flchain verify --rpc URL --contract ADDRESS --store DIR [--key FILE]...   a live chain
 
 Exit status: 0 when every check passed, 1 when one failed, 2 for bad usage.
@@ -12,9 +13,11 @@ import argparse
 import json
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 from fl_chain.chain import rpc
+from fl_chain.chain.anvil import AnvilNode
 from fl_chain.chain.chain import Chain
 from fl_chain.chain.embedded import replay_journal
 from fl_chain.chain.journal import BlockJournal
@@ -50,8 +53,9 @@ def handle(args: argparse.Namespace) -> int:
     keys = [read_key_file(path) for path in args.key]
     started = time.perf_counter()
     preliminary = Findings()
-    federation, run_dir = _open(args, preliminary)
-    result = audit(federation, keys, run_dir)
+    with ExitStack() as stack:
+        federation, run_dir = _open(args, preliminary, stack)
+        result = audit(federation, keys, run_dir)
     result.findings.items[:0] = preliminary.items
     seconds = time.perf_counter() - started
     if args.report:
@@ -64,7 +68,7 @@ def handle(args: argparse.Namespace) -> int:
     return 0 if result.findings.ok else 1
 
 
-def _open(args: argparse.Namespace, findings: Findings) -> tuple[Federation, Path | None]:
+def _open(args: argparse.Namespace, findings: Findings, stack: ExitStack) -> tuple[Federation, Path | None]:
     if args.rpc:
         if not args.contract or not args.store:
             raise UsageError("--rpc needs --contract ADDRESS and --store DIR")
@@ -79,6 +83,12 @@ def _open(args: argparse.Namespace, findings: Findings) -> tuple[Federation, Pat
     address = federation.get("address") if isinstance(federation, dict) else None
     if not isinstance(address, str):
         raise UsageError(f"{federation_file} names no federation address")
+    if not BlockJournal(run_dir / "ledger").exists and (run_dir / ANVIL_STATE).is_file():
+        chain_id = int(federation.get("chain_id", 31337))
+        node = stack.enter_context(AnvilNode(chain_id=chain_id, load_state=run_dir / ANVIL_STATE))
+        findings.passed("chain state loads into a fresh anvil")
+        chain = rpc.connect(node.url, expected_chain_id=chain_id)
+        return Federation(Ledger.attach(chain, address), _store(args.store) if args.store else _run_store(run_dir)), run_dir
     if not BlockJournal(run_dir / "ledger").exists:
         raise UsageError(f"{run_dir} has no chain journal (ledger/): it ran on a live chain, verify it with --rpc")
     replayed, mismatches = replay_journal(run_dir / "ledger")
@@ -92,6 +102,9 @@ def _open(args: argparse.Namespace, findings: Findings) -> tuple[Federation, Pat
         raise FlChainError(f"the chain journal in {run_dir / 'ledger'} holds no contract at {address}: "
                          "federation.json and ledger/ come from different runs")
     return Federation(Ledger(chain, address), _store(args.store) if args.store else _run_store(run_dir)), run_dir
+
+
+ANVIL_STATE = "chain/anvil-state.json"  # a deployment demo's chain, dumped by anvil when it stopped
 
 
 def _run_store(run_dir: Path) -> ContentStore:

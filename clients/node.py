@@ -1,0 +1,134 @@
+"""Who this ClientApp is, where its data is and which store it keeps: simulated or deployed.
+
+In a simulation every participant's identity is derived from the run seed and its data is
+its share of a split, chosen by the SuperNode's `partition-id`; all share one store.
+
+In a deployment each organization's SuperNode says it all in its own node config
+(`flower-supernode --node-config`), never in the run config the aggregator sends:
+
+    keystore="/site/keys/account.json"  password-file="/site/keys/password"
+    x25519-key="/site/keys/x25519.json" federation-file="/site/federation.json"
+    chain-url="http://node:8545"        data-file="/site/data/cohort.csv"
+    target="diagnosis"                  store-dir="/site/store"
+
+The run settings still say what is trained and how (task, seed, local epochs); the
+federation they name must be the one in the organization's own federation file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from clients.data.dataset import ParticipantData
+from clients.drills import ParticipantDrill, parse_drills
+from clients.settings import RunSettings, load_dataset
+from fl_chain.chain import rpc
+from fl_chain.chain.accounts import unlock_keystore
+from fl_chain.chain.federation_file import FederationFile
+from fl_chain.chain.ledger import Ledger
+from fl_chain.consortium import SimulatedConsortium
+from fl_chain.errors import UsageError
+from fl_chain.identity import Identity
+from fl_chain.keyfile import read_key_file
+from fl_chain.protocol import Federation
+from fl_chain.storage.backends import open_store
+from fl_chain.storage.blockstore import LocalStore
+
+DEPLOYMENT_KEYS = ("keystore", "password-file", "x25519-key", "federation-file", "chain-url", "data-file", "store-dir")
+DEFAULT_TARGET = "target"
+
+
+@dataclass(frozen=True)
+class LocalData:
+    """This participant's examples and the model shape they call for."""
+
+    data: ParticipantData
+    input_shape: tuple[int, ...]
+    num_classes: int
+
+
+@dataclass(frozen=True)
+class Node:
+    """This node's participant: its keys, its data, and its view of the federation.
+
+    `ships_blobs` is set in a deployment, where the store is this organization's own:
+    blobs others need travel in Flower messages (clients/blobs.py)."""
+
+    index: int
+    identity: Identity
+    federation: Federation
+    settings: RunSettings
+    drills: tuple[ParticipantDrill, ...]
+    load_data: Callable[[], LocalData]
+    ships_blobs: bool = False
+
+
+def is_deployed(node_config: Mapping[str, object]) -> bool:
+    """A SuperNode with a keystore in its node config speaks for a real organization."""
+    return "keystore" in node_config
+
+
+def resolve_node(settings_json: str, node_config: Mapping[str, object]) -> Node:
+    if is_deployed(node_config):
+        keys = tuple(sorted((key, str(value)) for key, value in node_config.items()))
+        return _deployed_node(settings_json, keys)
+    if "partition-id" not in node_config:
+        raise UsageError("the SuperNode's node config has neither partition-id (simulation) nor keystore "
+                         f"(deployment: {', '.join(DEPLOYMENT_KEYS)})")
+    return _simulated_node(settings_json, int(str(node_config["partition-id"])))
+
+
+@lru_cache(maxsize=8)
+def _simulated_node(settings_json: str, index: int) -> Node:
+    settings = RunSettings.from_json(settings_json)
+    consortium = SimulatedConsortium.derive(settings.seed, settings.num_participants, settings.num_validators)
+    chain = rpc.connect(settings.chain_url)
+    federation = Federation(Ledger.attach(chain, settings.contract), open_store(settings.store, None))
+    drills = tuple(parse_drills(settings.drills, settings.num_participants))
+
+    def load_data() -> LocalData:
+        dataset = load_dataset(settings)
+        return LocalData(dataset.participants[index], dataset.input_shape, dataset.num_classes)
+
+    return Node(index, consortium.participants[index], federation, settings, drills, load_data)
+
+
+@lru_cache(maxsize=8)
+def _deployed_node(settings_json: str, keys: tuple[tuple[str, str], ...]) -> Node:
+    settings = RunSettings.from_json(settings_json)
+    config = dict(keys)
+    missing = [key for key in DEPLOYMENT_KEYS if not config.get(key)]
+    if missing:
+        raise UsageError(f"the SuperNode's node config lacks {', '.join(missing)}")
+    federation_file = FederationFile.read(Path(config["federation-file"]))
+    if settings.contract.lower() != federation_file.address.lower():
+        raise UsageError(f"the aggregator asks to work for federation {settings.contract}, but this organization's "
+                         f"federation file names {federation_file.address}")
+    chain = rpc.connect(config["chain-url"], expected_chain_id=federation_file.chain_id)
+    ledger = federation_file.attach(chain)
+    account = unlock_keystore(Path(config["keystore"]), password_file=Path(config["password-file"]))
+    opening = read_key_file(Path(config["x25519-key"]))
+    identity = Identity(account, opening.private_key)
+    index = ledger.member(identity.address).index
+    data_file, target = Path(config["data-file"]), config.get("target", DEFAULT_TARGET)
+    if not data_file.is_file():
+        raise UsageError(f"the data file {data_file} named by data-file does not exist")
+
+    def load_data() -> LocalData:
+        return _table(str(data_file), target, settings.seed, float(settings.task.get("test_fraction", 0.2)))
+
+    store = LocalStore(Path(config["store-dir"]))
+    return Node(index, identity, Federation(ledger, store), settings, (), load_data, ships_blobs=True)
+
+
+@lru_cache(maxsize=4)
+def _table(path: str, target: str, seed: int, test_fraction: float) -> LocalData:
+    """The organization's own table, split into train and test and standardized with its
+    own training statistics (one file: the federated statistics are its own)."""
+    from clients.data.tables import load_tables
+
+    dataset = load_tables([path], target=target, seed=seed, test_fraction=test_fraction)
+    return LocalData(dataset.participants[0], dataset.input_shape, dataset.num_classes)
