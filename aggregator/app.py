@@ -16,8 +16,9 @@ from pathlib import Path
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
+from aggregator.config import compose_experiment
 from aggregator.deployment import run_deployment
-from aggregator.launch import compose_experiment, run_experiment
+from aggregator.launch import run_experiment
 from fl_chain.errors import UsageError
 
 app = ServerApp()

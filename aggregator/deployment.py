@@ -24,7 +24,8 @@ from typing import Any
 from flwr.serverapp import Grid
 from omegaconf import OmegaConf
 
-from aggregator.launch import AGGREGATION_RULES, compose_experiment, validate, write_federation_file
+from aggregator.config import AGGREGATION_RULES, compose_experiment, validate
+from aggregator.launch import write_federation_file
 from aggregator.strategy import OnChainStrategy, RoundPlan
 from clients.settings import RunSettings
 from fl_chain.chain import rpc

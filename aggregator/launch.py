@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -20,10 +20,8 @@ from typing import Any
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 from flwr.simulation import run_simulation
-from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import MissingMandatoryValue
 
+from aggregator.config import AGGREGATION_RULES, RUN_OWNED_CHAINS, validate
 from aggregator.drill import KillDrill
 from aggregator.strategy import OnChainStrategy, RoundPlan
 from clients.app import app as client_app
@@ -31,7 +29,7 @@ from clients.baseline import centralized
 from clients.data.plots import plot_label_distribution
 from clients.drills import parse_drills
 from clients.models import build_model, model_weights
-from clients.settings import RunSettings, load_dataset, training_settings
+from clients.settings import RunSettings, load_dataset
 from fl_chain import protocol
 from fl_chain.chain import rpc
 from fl_chain.chain.anvil import AnvilNode
@@ -50,85 +48,14 @@ from fl_chain.plots import plot_per_round
 from fl_chain.progress import Progress
 from fl_chain.protocol import ProtocolError
 from fl_chain.runlog import RunLog
-from fl_chain.storage.backends import BACKENDS as STORE_BACKENDS
 from fl_chain.storage.backends import open_store
 from fl_chain.storage.blockstore import ContentStore
 from fl_chain.storage.cid import Cid
-
-AGGREGATION_RULES = {"fedavg": 0, "fedprox": 1}
-CHAIN_BACKENDS = ("embedded", "anvil", "rpc")
-RUN_OWNED_CHAINS = ("embedded", "anvil")  # development chains a run starts for itself
-
-
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
 class RunStopped(FlChainError):
     """A run stopped part-way for a reason outside it (chain unreachable, rounds failing);
     what it did is kept and `flchain resume` continues it."""
-
-
-def compose_experiment(overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """The experiment configs/config.yaml describes with Hydra `overrides`, outside `flchain run`."""
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return resolve_config(compose(config_name="config", overrides=list(overrides)))
-
-
-def resolve_config(cfg: DictConfig) -> dict[str, Any]:
-    """The composed Hydra config as plain data, with what follows from it filled in."""
-    try:
-        config = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-    except MissingMandatoryValue as missing:
-        raise UsageError(f"the config needs a value for {missing.full_key} (e.g. {missing.full_key}=...)") from None
-    assert isinstance(config, dict)
-    if config["task"]["name"] == "csv":
-        files = config["task"]["files"]
-        if not isinstance(files, list) or not all(isinstance(file, str) for file in files):
-            raise UsageError(f"task.files must be a list of file paths, e.g. task.files=[a.csv,b.csv], got {files!r}")
-        config["num_participants"] = len(files)
-    return config
-
-
-def validate(config: dict[str, Any]) -> None:
-    """Checks the config before anything touches a chain; each problem is one clear line."""
-    for key in ("seed", "num_participants", "rounds", "quorum", "num_validators", "attestation_threshold",
-                "round_duration", "fraction_train", "reply_timeout"):
-        fractional = key in ("fraction_train", "reply_timeout")
-        if isinstance(config[key], bool) or not isinstance(config[key], (int, float) if fractional else int):
-            raise UsageError(f"{key} must be {'a number' if fractional else 'an integer'}, got {config[key]!r}")
-    participants = config["num_participants"]
-    checks = [
-        (participants >= 1, f"num_participants must be at least 1, got {participants}"),
-        (config["rounds"] >= 1, f"rounds must be at least 1, got {config['rounds']}"),
-        (1 <= config["quorum"] <= participants,
-         f"quorum {config['quorum']} must be between 1 and num_participants ({participants})"),
-        (1 <= config["num_validators"] <= participants,
-         f"num_validators {config['num_validators']} must be between 1 and num_participants ({participants})"),
-        (1 <= config["attestation_threshold"] <= config["num_validators"],
-         f"attestation_threshold {config['attestation_threshold']} must be between 1 and "
-         f"num_validators ({config['num_validators']})"),
-        (0 < config["fraction_train"] <= 1, f"fraction_train must be in (0, 1], got {config['fraction_train']}"),
-        (config["seed"] >= 0, f"seed must be at least 0, got {config['seed']}"),
-        (config["round_duration"] >= 1, f"round_duration must be at least 1 second, got {config['round_duration']}"),
-        (config["reply_timeout"] > 0, f"reply_timeout must be positive, got {config['reply_timeout']}"),
-        (float(config["strategy"]["proximal_mu"]) >= 0,
-         f"strategy.proximal_mu must be at least 0, got {config['strategy']['proximal_mu']}"),
-        (config.get("max_attempts", 1) >= 1, f"max_attempts must be at least 1, got {config.get('max_attempts')}"),
-        (config["strategy"]["name"] in AGGREGATION_RULES,
-         f"unknown strategy {config['strategy']['name']!r}; choose one of {tuple(AGGREGATION_RULES)}"),
-        (config["chain"]["backend"] in CHAIN_BACKENDS,
-         f"unknown chain backend {config['chain']['backend']!r}; choose one of {CHAIN_BACKENDS}"),
-        (config["storage"]["backend"] in STORE_BACKENDS,
-         f"unknown storage backend {config['storage']['backend']!r}; choose one of {STORE_BACKENDS}"),
-        (config["privacy"]["mode"] == "sealed", f"unknown privacy mode {config['privacy']['mode']!r}"),
-    ]
-    for holds, message in checks:
-        if not holds:
-            raise UsageError(message)
-    parse_drills(config.get("drills") or [], participants)
-    training_settings(config["task"])  # epochs, batch size, learning rate, optimizer
-    if config["chain"]["backend"] == "rpc":
-        RpcSettings.from_config(config["chain"])
 
 
 @contextmanager

@@ -21,6 +21,7 @@ are random), and aggregation is in address order, so a run replays exactly.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 from collections.abc import Iterable, Iterator
@@ -32,6 +33,7 @@ from flwr.serverapp.strategy import Result, Strategy
 
 from aggregator.drill import KillDrill
 from clients import blobs
+from clients.data.preprocessing import SharedPreprocessing, TableSummary
 from clients.settings import RunSettings
 from fl_chain import protocol
 from fl_chain.chain.commitment import Commitment, SignedCommitment
@@ -342,6 +344,7 @@ class OnChainStrategy(Strategy):
                 raise ProtocolError(f"only {len(list(grid.get_node_ids()))} of {expected} participants connected")
             time.sleep(0.1)
         hello = ConfigRecord({"settings": self.settings.to_json()})
+        summaries: dict[str, TableSummary] = {}
         messages = [Message(RecordDict({"config": hello}), dst_node_id=node, message_type=MessageType.QUERY + ".hello")
                     for node in grid.get_node_ids()]
         for reply in grid.send_and_receive(messages, timeout=timeout):
@@ -353,14 +356,29 @@ class OnChainStrategy(Strategy):
                 raise ProtocolError(f"node {reply.metadata.src_node_id} speaks for {address}, which is not a member")
             self.nodes[address] = reply.metadata.src_node_id
             self._addresses[reply.metadata.src_node_id] = address
+            if "data" in reply.content:
+                summaries[address] = TableSummary.from_json(str(reply.content["data"]["summary"]))
         if len(self.nodes) < expected:
             raise ProtocolError(f"only {len(self.nodes)} of {expected} participants answered within {timeout:g} s")
+        if summaries:
+            self._agree_on_preprocessing(summaries)
         aggregator = self.federation.ledger.aggregator()
         self.validators = sorted(
             (m.address for m in self.federation.ledger.members()
              if m.active and m.address in self.nodes and m.address != aggregator and Role.VALIDATOR in m.roles),
             key=lambda address: int(address, 16),
         )
+
+    def _agree_on_preprocessing(self, summaries: dict[str, TableSummary]) -> None:
+        """Deployed sites each hold their own table: combine what they said of it into the
+        features, classes and standardization all of them apply (sent with the settings)."""
+        missing = sorted(set(self.nodes) - set(summaries))
+        if missing:
+            raise ProtocolError(f"participants {missing} did not describe their data, the others did")
+        shared = SharedPreprocessing.combine(dict(sorted(summaries.items())))
+        self.settings = dataclasses.replace(self.settings, preprocessing=shared.to_dict())
+        self.progress.note(f"{len(summaries)} sites agreed on {len(shared.feature_names)} features and "
+                           f"{len(shared.classes)} classes, scaled with federated statistics")
 
     def _successful(self, replies: Iterable[Message], failure: str) -> Iterator[Message]:
         """Replies that carry results; a failed one is reported and skipped, not fatal."""

@@ -8,7 +8,8 @@ and are checked against their CIDs (clients/blobs.py). Who this node is, where i
 and which store it keeps comes from clients/node.py.
 
 Message types:
-- `query.hello`: say which participant this node is (its address);
+- `query.hello`: say which participant this node is (its address) and, in a deployment,
+  what the other sites need of its table to preprocess alike (clients/data/preprocessing.py);
 - `train`: fetch the round's model by CID, check it against the chain, train, seal,
   store, sign; reply with the receipt;
 - `query.attest`: re-compute a finalized round from chain and store, attest on chain;
@@ -52,7 +53,10 @@ def _reply(message: Message, **records: ConfigRecord | MetricRecord) -> Message:
 @app.query("hello")
 def hello(message: Message, context: Context) -> Message:
     node = _node_of(message, context)
-    return _reply(message, identity=ConfigRecord({"address": node.identity.address, "index": node.index}))
+    records = {"identity": ConfigRecord({"address": node.identity.address, "index": node.index})}
+    if node.summarize is not None:  # a deployed site: what the others need to preprocess alike
+        records["data"] = ConfigRecord({"summary": node.summarize().to_json()})
+    return _reply(message, **records)
 
 
 @app.train()

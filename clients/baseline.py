@@ -12,7 +12,8 @@ from __future__ import annotations
 from clients.data.dataset import FederatedDataset, ParticipantData
 from clients.models import build_model
 from clients.seeding import derive_seed
-from clients.training import Evaluation, TrainingSettings, evaluate, train
+from clients.settings import TrainingSettings
+from clients.training import Evaluation, evaluate, train
 
 
 def centralized(dataset: FederatedDataset, settings: TrainingSettings, *, seed: int) -> Evaluation:

@@ -17,12 +17,15 @@ federation they name must be the one in the organization's own federation file.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 from clients.data.dataset import ParticipantData
+from clients.data.preprocessing import SharedPreprocessing, TableSummary
+from clients.data.tables import load_own_table, summarize_table
 from clients.drills import ParticipantDrill, parse_drills
 from clients.settings import RunSettings, load_dataset
 from fl_chain.chain import rpc
@@ -33,7 +36,7 @@ from fl_chain.consortium import SimulatedConsortium
 from fl_chain.errors import UsageError
 from fl_chain.identity import Identity
 from fl_chain.keyfile import read_key_file
-from fl_chain.protocol import Federation
+from fl_chain.protocol import Federation, ProtocolError
 from fl_chain.storage.backends import open_store
 from fl_chain.storage.blockstore import LocalStore
 
@@ -64,6 +67,7 @@ class Node:
     drills: tuple[ParticipantDrill, ...]
     load_data: Callable[[], LocalData]
     ships_blobs: bool = False
+    summarize: Callable[[], TableSummary] | None = None  # deployments: what this site shares of its table
 
 
 def is_deployed(node_config: Mapping[str, object]) -> bool:
@@ -117,18 +121,27 @@ def _deployed_node(settings_json: str, keys: tuple[tuple[str, str], ...]) -> Nod
     if not data_file.is_file():
         raise UsageError(f"the data file {data_file} named by data-file does not exist")
 
+    test_fraction = float(settings.task.get("test_fraction", 0.2))
+
+    def summarize() -> TableSummary:
+        return summarize_table(data_file, target=target, seed=settings.seed, index=index, test_fraction=test_fraction)
+
     def load_data() -> LocalData:
-        return _table(str(data_file), target, settings.seed, float(settings.task.get("test_fraction", 0.2)))
+        if settings.preprocessing is None:
+            raise ProtocolError("the aggregator sent no shared preprocessing (features, classes, scaling): "
+                                "it must greet the participants first")
+        shared = json.dumps(settings.preprocessing, sort_keys=True)
+        return _table(str(data_file), target, settings.seed, index, test_fraction, shared)
 
     store = LocalStore(Path(config["store-dir"]))
-    return Node(index, identity, Federation(ledger, store), settings, (), load_data, ships_blobs=True)
+    return Node(index, identity, Federation(ledger, store), settings, (), load_data, ships_blobs=True,
+                summarize=summarize)
 
 
 @lru_cache(maxsize=4)
-def _table(path: str, target: str, seed: int, test_fraction: float) -> LocalData:
-    """The organization's own table, split into train and test and standardized with its
-    own training statistics (one file: the federated statistics are its own)."""
-    from clients.data.tables import load_tables
-
-    dataset = load_tables([path], target=target, seed=seed, test_fraction=test_fraction)
-    return LocalData(dataset.participants[0], dataset.input_shape, dataset.num_classes)
+def _table(path: str, target: str, seed: int, index: int, test_fraction: float, shared_json: str) -> LocalData:
+    """The organization's own table, split into train and test, its labels encoded and its
+    features standardized as every site agreed (federated statistics, no rows pooled)."""
+    shared = SharedPreprocessing.from_dict(json.loads(shared_json))
+    data = load_own_table(path, target=target, seed=seed, index=index, test_fraction=test_fraction, shared=shared)
+    return LocalData(data, (len(shared.feature_names),), len(shared.classes))

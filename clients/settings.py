@@ -13,8 +13,33 @@ from functools import lru_cache
 from typing import Any
 
 from clients.data.dataset import FederatedDataset
-from clients.training import TrainingSettings
 from fl_chain.errors import UsageError
+
+OPTIMIZERS = ("sgd", "adam")
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """Local training hyper-parameters for one round (mirrored by the task config).
+
+    `momentum` applies to SGD only. Optimizer state starts fresh every round.
+    """
+
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    optimizer: str = "sgd"
+    momentum: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise UsageError(f"unknown optimizer {self.optimizer!r}; choose one of {OPTIMIZERS}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise UsageError(
+                f"epochs and batch_size must be at least 1, got {self.epochs} and {self.batch_size}"
+            )
+        if not self.learning_rate > 0:
+            raise UsageError(f"learning_rate must be positive, got {self.learning_rate}")
 
 
 @dataclass(frozen=True)
@@ -29,6 +54,8 @@ class RunSettings:
     partition: dict[str, Any]
     proximal_mu: float
     drills: list[dict[str, Any]] = field(default_factory=list)  # participant fault drills (clients/drills.py)
+    # deployments: the features, classes and standardization the sites agreed on (clients/data/preprocessing.py)
+    preprocessing: dict[str, Any] | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))

@@ -18,34 +18,10 @@ import torch
 from torch import nn
 
 from clients.data.dataset import ParticipantData
+from clients.settings import TrainingSettings
 from fl_chain.errors import UsageError
 
-OPTIMIZERS = ("sgd", "adam")
 EVALUATION_BATCH = 4096
-
-
-@dataclass(frozen=True)
-class TrainingSettings:
-    """Local training hyper-parameters for one round (mirrored by the task config).
-
-    `momentum` applies to SGD only. Optimizer state starts fresh every round.
-    """
-
-    epochs: int
-    batch_size: int
-    learning_rate: float
-    optimizer: str = "sgd"
-    momentum: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.optimizer not in OPTIMIZERS:
-            raise UsageError(f"unknown optimizer {self.optimizer!r}; choose one of {OPTIMIZERS}")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise UsageError(
-                f"epochs and batch_size must be at least 1, got {self.epochs} and {self.batch_size}"
-            )
-        if not self.learning_rate > 0:
-            raise UsageError(f"learning_rate must be positive, got {self.learning_rate}")
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def handle(args: argparse.Namespace) -> int:
-    from aggregator.launch import Experiment, validate  # Flower and torch: only when deploying
+    from aggregator.config import validate
+    from aggregator.launch import Experiment  # Flower and torch: only when deploying
 
     out: Path = args.out
     if out.exists():
@@ -70,7 +71,7 @@ def handle(args: argparse.Namespace) -> int:
 
 
 def _compose(overrides: list[str]) -> dict[str, Any]:
-    from aggregator.launch import compose_experiment
+    from aggregator.config import compose_experiment
 
     try:
         return compose_experiment(overrides)

@@ -170,7 +170,7 @@ class Demo:
 
     def _write_data_slices(self, orgs: Sequence[Path]) -> None:
         """Each organization's data: its share of breast_cancer as a CSV file of its own."""
-        from aggregator.launch import compose_experiment
+        from aggregator.config import compose_experiment
         from clients.settings import RunSettings, load_dataset
 
         config = compose_experiment(self.overrides)

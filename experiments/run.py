@@ -25,7 +25,8 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
 def experiment(cfg: DictConfig) -> float | None:
-    from aggregator.launch import resolve_config, run_experiment  # Flower and torch: only when running
+    from aggregator.config import resolve_config
+    from aggregator.launch import run_experiment  # Flower and torch: only when running
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
@@ -75,7 +76,7 @@ def _check_jobs(overrides: list[str], *, config_name: str = "config", multirun: 
     """Composes every job and checks its keys, types and (unless only printing) values."""
     jobs = compose_jobs(CONFIG_DIR, config_name, overrides, multirun=multirun)
     if validate_values:
-        from aggregator.launch import resolve_config, validate  # Flower and torch: only when running
+        from aggregator.config import resolve_config, validate
 
         for job in jobs:
             validate(resolve_config(job))

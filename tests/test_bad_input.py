@@ -67,9 +67,9 @@ CASES = [
     pytest.param(("run", *CSV_RUN, "task.files={tmp}/good.csv"), "task.files must be a list of file paths",
                  id="files-not-a-list"),
     # values only the data can judge (loaded before the chain starts)
-    pytest.param(("run", "drills=[{participant:1,round:1,kind:explode}]"), "drill kind 'explode' is not one of",
+    pytest.param(("run", "drills=[{{participant:1,round:1,kind:explode}}]"), "drill kind 'explode' is not one of",
                  id="drill-kind"),
-    pytest.param(("run", "drills=[{participant:7,round:1,kind:crash}]"), "names no participant index, round or "
+    pytest.param(("run", "drills=[{{participant:7,round:1,kind:crash}}]"), "names no participant index, round or "
                  "attempt of this run", id="drill-participant"),
     pytest.param(("run", "partition.alpha=0"), "dirichlet alpha must be positive", id="dirichlet-alpha"),
     pytest.param(("run", "num_participants=600"), "num_participants must be between 1 and the 569 rows",

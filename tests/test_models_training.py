@@ -16,8 +16,8 @@ from clients.data.dataset import FederatedDataset
 from clients.data.partition import Partitioning
 from clients.models import build_model, load_weights, model_weights
 from clients.seeding import derive_seed
-from clients.settings import training_settings
-from clients.training import Evaluation, TrainingSettings, evaluate, evaluate_participants, train
+from clients.settings import TrainingSettings, training_settings
+from clients.training import Evaluation, evaluate, evaluate_participants, train
 from fl_chain.aggregation import WeightedUpdate, federated_average
 from fl_chain.errors import SchemaMismatch, UsageError
 

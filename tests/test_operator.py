@@ -99,7 +99,7 @@ def assert_bad_input(completed, message: str) -> None:  # type: ignore[no-untype
 def test_deploy_writes_a_federation_file_members_and_aggregators_can_load(
     federation_path: Path, anvil_node: AnvilNode, operator: Operator, node: Chain
 ) -> None:
-    from aggregator.launch import compose_experiment
+    from aggregator.config import compose_experiment
     from fl_chain.chain.federation import task_hash
 
     federation = FederationFile.read(federation_path)

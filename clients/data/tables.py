@@ -23,13 +23,15 @@ import csv
 import io
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from clients.data.dataset import FederatedDataset
-from clients.data.normalization import standardize_federated
+from clients.data.dataset import FederatedDataset, ParticipantData
+from clients.data.normalization import FeatureStatistics, standardize_federated
+from clients.data.preprocessing import SharedPreprocessing, TableSummary
 from clients.data.split import MIN_ROWS, split_participant
 from fl_chain.errors import DataError, UsageError
 
@@ -87,6 +89,45 @@ def load_tables(
         feature_names=feature_names,
         class_names=tuple(str(label) for label in vocabulary),
     )
+
+
+def summarize_table(path: str | Path, *, target: str, seed: int, index: int, test_fraction: float) -> TableSummary:
+    """What a deployed organization shares of its own table (see `preprocessing`); `index`
+    seeds its train/test split (its member index), as a file's position does in a simulation."""
+    participant, feature_names, labels = _own_table(Path(path), target, seed, index, test_fraction, None)
+    as_json = [label.item() for label in labels]  # numpy scalars -> int or str
+    return TableSummary(feature_names, tuple(as_json), FeatureStatistics.of(participant.train_x))
+
+
+def load_own_table(path: str | Path, *, target: str, seed: int, index: int, test_fraction: float,
+                   shared: SharedPreprocessing) -> ParticipantData:
+    """A deployed organization's table, encoded and standardized as every site agreed."""
+    participant, _, labels = _own_table(Path(path), target, seed, index, test_fraction, shared)
+    unknown = sorted(set(labels.tolist()) - set(shared.classes))
+    if unknown:
+        raise DataError(f"{path} holds labels {unknown} that the consortium's tables do not")
+    standardize = shared.standardization.apply
+    return replace(participant, train_x=standardize(participant.train_x), test_x=standardize(participant.test_x))
+
+
+def _own_table(path: Path, target: str, seed: int, index: int, test_fraction: float,
+               shared: SharedPreprocessing | None) -> tuple[ParticipantData, tuple[str, ...], np.ndarray]:
+    """One file's split (features unscaled), its feature names and its label values.
+
+    Labels are encoded with the shared vocabulary when there is one, else the file's own:
+    either order is the same, so the seeded, stratified split is the same too."""
+    table = _read(path)
+    if target not in table.columns:
+        raise DataError(f"{path} has no target column {target!r} (its columns: {_names(table.columns)})")
+    feature_names = _feature_names([path], [table], target, shared.feature_names if shared else None)
+    labelled = _drop_unlabelled(path, table, target)
+    x = _features(path, labelled, feature_names)
+    (y,) = _class_labels([path], [labelled[target]], target)
+    labels = np.unique(y)
+    vocabulary = np.asarray(shared.classes) if shared else labels
+    participant = split_participant(str(path), x, np.searchsorted(vocabulary, y), index=index,
+                                    test_fraction=test_fraction, seed=seed, dropped_rows=len(table) - len(labelled))
+    return participant, feature_names, labels
 
 
 def _read(path: Path) -> pd.DataFrame:

@@ -28,7 +28,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
-from aggregator.launch import compose_experiment, run_experiment
+from aggregator.config import compose_experiment
+from aggregator.launch import run_experiment
 from clients.baseline import centralized, local_only
 from clients.settings import RunSettings, load_dataset
 from experiments.suites import environment

@@ -17,7 +17,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from aggregator.launch import compose_experiment, run_experiment
+from aggregator.config import compose_experiment
+from aggregator.launch import run_experiment
 from clients.settings import RunSettings
 from experiments.plain_flower import run_plain
 from experiments.suites.environment import markdown as environment_markdown

@@ -1,0 +1,85 @@
+"""Preprocessing that deployed organizations agree on without pooling a single row.
+
+In a simulation one process loads every participant's table and standardizes them with
+federated statistics. In a deployment each hospital holds only its own file, so each
+says what the others need to preprocess alike, and nothing more: its feature names, the
+label values it has, and per feature the count, sum and sum of squares of its training
+split (`TableSummary`). The aggregator combines them (`SharedPreprocessing`) and sends the
+result back with the run settings, so every site encodes labels with the same class
+indices and scales features with the same mean and deviation.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from clients.data.normalization import FeatureStatistics, Standardization
+from fl_chain.errors import DataError
+
+Label = int | str
+
+
+@dataclass(frozen=True)
+class TableSummary:
+    """What one organization says of its table: names, label values, feature statistics."""
+
+    feature_names: tuple[str, ...]
+    labels: tuple[Label, ...]
+    statistics: FeatureStatistics
+
+    def to_json(self) -> str:
+        return json.dumps({
+            "feature_names": list(self.feature_names),
+            "labels": list(self.labels),
+            "count": self.statistics.count.tolist(),
+            "total": self.statistics.total.tolist(),
+            "total_squares": self.statistics.total_squares.tolist(),
+        })
+
+    @classmethod
+    def from_json(cls, text: str) -> TableSummary:
+        document = json.loads(text)
+        statistics = FeatureStatistics(*(np.asarray(document[key], dtype=np.float64)
+                                         for key in ("count", "total", "total_squares")))
+        return cls(tuple(document["feature_names"]), tuple(document["labels"]), statistics)
+
+
+@dataclass(frozen=True)
+class SharedPreprocessing:
+    """The features, class vocabulary and standardization every organization applies."""
+
+    feature_names: tuple[str, ...]
+    classes: tuple[Label, ...]
+    standardization: Standardization
+
+    @classmethod
+    def combine(cls, summaries: Mapping[str, TableSummary]) -> SharedPreprocessing:
+        """From each participant's summary (keyed by its address, to name a mismatch)."""
+        (first, names), *others = [(who, summary.feature_names) for who, summary in summaries.items()]
+        for who, theirs in others:
+            if theirs != names:
+                raise DataError(f"participant {who}'s table has features {list(theirs)}, but {first}'s has "
+                                f"{list(names)}: every organization must provide the same columns")
+        labels = [label for summary in summaries.values() for label in summary.labels]
+        if len({type(label) for label in labels}) > 1:
+            raise DataError("the organizations' target columns mix numbers and text: use the same labels everywhere")
+        classes = tuple(sorted(set(labels)))
+        if len(classes) < 2:
+            raise DataError(f"the organizations' tables hold the labels {list(classes)}: a classifier needs two")
+        standardization = Standardization.combine([s.statistics for s in summaries.values()], names)
+        return cls(names, classes, standardization)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"feature_names": list(self.feature_names), "classes": list(self.classes),
+                "mean": self.standardization.mean.tolist(), "std": self.standardization.std.tolist()}
+
+    @classmethod
+    def from_dict(cls, document: Mapping[str, Any]) -> SharedPreprocessing:
+        standardization = Standardization(np.asarray(document["mean"], dtype=np.float64),
+                                          np.asarray(document["std"], dtype=np.float64))
+        return cls(tuple(document["feature_names"]), tuple(document["classes"]), standardization)
