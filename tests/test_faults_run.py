@@ -99,13 +99,14 @@ def test_a_round_that_keeps_failing_stops_the_run_resumably(tmp_path: Path) -> N
 # ---------------------------------------------------------------- the aggregator killed, then resumed
 
 
-def _killed_run(run_dir: Path, drill: str) -> str:
+def _killed_run(run_dir: Path, drill: str, *overrides: str) -> str:
     """`flchain run` with the kill drill armed; returns its stderr once it died."""
     run_dir.mkdir(parents=True)
     environment = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0", "FLCHAIN_DRILL_KILL_AGGREGATOR": drill}
     log = run_dir.parent / f"{run_dir.name}.stderr"
     with open(log, "w") as stderr:
-        process = subprocess.Popen([sys.executable, "-m", "fl_chain.cli", "run", *SMALL_RUN, f"hydra.run.dir={run_dir}"],
+        process = subprocess.Popen([sys.executable, "-m", "fl_chain.cli", "run", *SMALL_RUN, *overrides,
+                                    f"hydra.run.dir={run_dir}"],
                                    stdout=subprocess.DEVNULL, stderr=stderr, env=environment, start_new_session=True)
         try:
             process.wait(timeout=600)
@@ -135,6 +136,20 @@ def test_an_aggregator_killed_at_any_step_resumes_to_the_same_models(tmp_path: P
     killed_round = int(drill.split(":")[0])
     assert [r["resumed"] for r in rounds] == [number == killed_round for number in (1, 2)]
     _verified(run_dir)
+
+
+@pytest.mark.anvil
+def test_an_aggregator_killed_on_a_live_node_resumes_there(tmp_path: Path, anvil_node: AnvilNode) -> None:
+    run_dir = tmp_path / "run"
+    _killed_run(run_dir, "2:stored", "chain=rpc", f"chain.url={anvil_node.url}", f"chain.chain_id={anvil_node.chain_id}")
+    resumed = flchain("resume", str(run_dir))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    rounds = _summary(run_dir)["rounds"]
+    assert [(r["accepted"], r["attempt"], r["commitments"], r["included"], r["resumed"]) for r in rounds] == [
+        (True, 1, 3, 3, False), (True, 1, 3, 3, True)]
+    contract = json.loads((run_dir / "federation.json").read_text())["address"]
+    verified = flchain("verify", "--rpc", anvil_node.url, "--contract", contract, "--store", str(run_dir / "store"))
+    assert verified.returncode == 0, verified.stdout[-3000:] + verified.stderr[-2000:]
 
 
 def test_resume_refuses_a_finished_run_and_a_run_whose_anvil_is_gone(small_runs: Path, tmp_path: Path) -> None:
