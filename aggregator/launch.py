@@ -41,7 +41,7 @@ from fl_chain.chain.federation_file import describe
 from fl_chain.chain.ledger import Ledger
 from fl_chain.chain.operator import RpcSettings, connect_operator, fund_accounts
 from fl_chain.consortium import SimulatedConsortium
-from fl_chain.errors import ChainError, FlChainError, UsageError
+from fl_chain.errors import ChainError, FlChainError, StoreError, UsageError
 from fl_chain.jsonfiles import read_json
 from fl_chain.keyfile import write_key_file
 from fl_chain.plots import plot_per_round
@@ -139,7 +139,7 @@ class Experiment:
                                    runlog, self.progress, KillDrill.from_environment())
         try:
             (drive or _simulate)(strategy)
-        except (ChainError, ProtocolError) as error:
+        except (ChainError, StoreError, ProtocolError) as error:  # outside the run: it can continue
             raise RunStopped(f"{error}. The run stopped after {len(runlog.rounds)} of {config['rounds']} rounds; "
                              f"`flchain resume {self.run_dir}` continues it from the chain") from error
 
@@ -161,7 +161,8 @@ class Experiment:
             {"round": final_round, "accuracy": last.accuracy, "loss": last.loss, "global_cid": str(final_model),
              "centralized_accuracy": baseline.accuracy},
         )
-        progress.note(f"final accuracy {last.accuracy:.4f} (centralized {baseline.accuracy:.4f}), "
+        shown = f"{last.accuracy:.4f}" if last.accuracy is not None else "not evaluated"
+        progress.note(f"final accuracy {shown} (centralized {baseline.accuracy:.4f}), "
                       f"model {final_model}, {sum(r.accepted for r in runlog.rounds)} rounds accepted")
         return summary
 

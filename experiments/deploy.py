@@ -22,7 +22,7 @@ from omegaconf.errors import OmegaConfBaseException
 from fl_chain.chain.federation_file import describe
 from fl_chain.chain.ledger import Ledger
 from fl_chain.chain.operator import connect_operator
-from fl_chain.errors import UsageError
+from fl_chain.errors import FlChainError, UsageError
 
 GENESIS_FILE = "genesis.safetensors"
 
@@ -63,6 +63,7 @@ def handle(args: argparse.Namespace) -> int:
     print(f"deploying on chain {chain.chain_id} as {admin.address}, genesis model {genesis}", file=sys.stderr)
     first_block = chain.web3.eth.block_number
     ledger = Ledger.deploy(chain, admin, experiment.parameters(), genesis)
+    print(f"deployed federation {ledger.address}", file=sys.stderr)  # paid for: say where, whatever follows
     block = _creation_block(ledger, first_block)
     describe(ledger, genesis, block).write(out)
     print(f"federation {ledger.address} on chain {chain.chain_id}, block {block}, gas {chain.gas_used}")
@@ -87,7 +88,11 @@ def _write_genesis_file(path: Path, model: bytes) -> None:
     path.write_bytes(model)
 
 
-def _creation_block(ledger: Ledger, since: int) -> int:
-    """The block the deployment was mined in, from the federation's creation event."""
-    [created] = ledger.contract.events.FederationCreated().get_logs(from_block=since)
-    return int(created["blockNumber"])
+def _creation_block(ledger: Ledger, since: int) -> int | None:
+    """The block the deployment was mined in, from the federation's creation event (None
+    if the node cannot say: the federation file is still written, without it)."""
+    try:
+        created = ledger.contract.events.FederationCreated().get_logs(from_block=since)
+    except FlChainError:
+        return None
+    return int(created[0]["blockNumber"]) if len(created) == 1 else None

@@ -99,7 +99,7 @@ def generate_org(name: str, directory: Path, password: str) -> MemberCard:
         raise UsageError(f"{existing[0]} exists: an organization's keys are generated once; choose another --out")
     if not password:
         raise UsageError("the keystore password is empty: set it in the environment variable or file")
-    files.directory.mkdir(parents=True, exist_ok=True)
+    _make_directory(files.directory)
     identity = Identity.generate()
     write_keystore(Account.from_key(identity.account.key), files.keystore, password)
     write_key_file(files.x25519_key, identity, name)
@@ -145,7 +145,7 @@ def superlink_tls(directory: Path, hosts: list[str]) -> TlsFiles:
         raise UsageError(f"{files.directory} already holds TLS keys; choose another --out")
     if not hosts:
         raise UsageError("name at least one host the SuperLink is reached at (--host)")
-    files.directory.mkdir(parents=True, exist_ok=True)
+    _make_directory(files.directory)
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP384R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fl-chain SuperLink CA")])
@@ -183,6 +183,13 @@ def _san(host: str) -> x509.GeneralName:
         return x509.IPAddress(ipaddress.ip_address(host))
     except ValueError:
         return x509.DNSName(host)
+
+
+def _make_directory(directory: Path) -> None:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"cannot create the key directory {directory}: {error.strerror}") from None
 
 
 def _write_private(path: Path, data: bytes) -> None:

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
 
 from fl_chain.chain import rpc
 from fl_chain.chain.accounts import (
     KeystoreError,
-    load_keystore,
-    mnemonic_accounts,
     read_password,
     unlock_keystore,
     write_keystore,
@@ -20,20 +20,29 @@ from fl_chain.chain.artifacts import NAIVE_REGISTRY
 from fl_chain.chain.errors import ChainUnreachable, UnreachableUrl, WrongChain
 from fl_chain.identity import Identity
 
+Account.enable_unaudited_hdwallet_features()
+
+
+def mnemonic_accounts(mnemonic: str, count: int) -> list[LocalAccount]:
+    """The first accounts of a development mnemonic (BIP-44 path m/44'/60'/0'/0/i), as anvil derives them."""
+    return [Account.from_mnemonic(mnemonic, account_path=f"m/44'/60'/0'/0/{i}") for i in range(count)]
+
 
 def test_keystore_round_trip_and_wrong_password(tmp_path: Path) -> None:
     identity = Identity.derive("keystore test", "hospital")
     path = tmp_path / "keys" / "hospital.json"
     write_keystore(identity.account, path, "correct horse")
     assert path.stat().st_mode & 0o777 == 0o600
-    assert load_keystore(path, "correct horse").address == identity.address
+    (tmp_path / "right").write_text("correct horse\n")
+    (tmp_path / "wrong").write_text("battery staple\n")
+    assert unlock_keystore(path, password_file=tmp_path / "right").address == identity.address
     with pytest.raises(KeystoreError, match=f"wrong password for keystore {path}"):
-        load_keystore(path, "battery staple")
+        unlock_keystore(path, password_file=tmp_path / "wrong")
     with pytest.raises(KeystoreError, match="does not exist"):
-        load_keystore(tmp_path / "missing.json", "x")
+        unlock_keystore(tmp_path / "missing.json", password_file=tmp_path / "right")
     (tmp_path / "garbage.json").write_text("not json")
     with pytest.raises(KeystoreError, match="is not readable JSON"):
-        load_keystore(tmp_path / "garbage.json", "x")
+        unlock_keystore(tmp_path / "garbage.json", password_file=tmp_path / "right")
 
 
 def test_passwords_come_from_an_environment_variable_or_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,4 +1,4 @@
-"""Ethereum accounts for real chains: v3 keystore files and development mnemonics.
+"""Ethereum accounts for real chains: v3 keystore files.
 
 Passwords come from an environment variable or a file, never from a command-line
 argument (which other users of the machine can read in the process list).
@@ -14,8 +14,6 @@ from eth_account.signers.local import LocalAccount
 
 from fl_chain.errors import UsageError
 from fl_chain.jsonfiles import read_json, write_private_json
-
-Account.enable_unaudited_hdwallet_features()
 
 
 class KeystoreError(UsageError):
@@ -36,11 +34,6 @@ def read_password(*, env: str | None = None, file: Path | None = None) -> str:
         except OSError as error:
             raise KeystoreError(f"cannot read the password file {file}: {error.strerror}") from None
     raise KeystoreError("no keystore password given: name an environment variable or a password file")
-
-
-def load_keystore(path: Path, password: str) -> LocalAccount:
-    """Decrypts a standard v3 keystore file."""
-    return _decrypt(path, read_json(path, "keystore file", KeystoreError), password)
 
 
 def unlock_keystore(
@@ -70,8 +63,3 @@ def _decrypt(path: Path, keystore: object, password: str) -> LocalAccount:
 def write_keystore(account: LocalAccount, path: Path, password: str) -> None:
     """Writes `account` as a v3 keystore readable only by its owner."""
     write_private_json(path, Account.encrypt(account.key, password))
-
-
-def mnemonic_accounts(mnemonic: str, count: int) -> list[LocalAccount]:
-    """The first `count` accounts of a development mnemonic (BIP-44 path m/44'/60'/0'/0/i)."""
-    return [Account.from_mnemonic(mnemonic, account_path=f"m/44'/60'/0'/0/{i}") for i in range(count)]

@@ -18,10 +18,11 @@ from web3 import HTTPProvider
 from web3.types import RPCEndpoint
 
 from fl_chain.chain.errors import ChainUnreachable, ConnectionLost
+from fl_chain.errors import ChainError
 
 FIRST_DELAY = 1.0
 MAX_DELAY = 16.0
-NOT_REPEATED = frozenset({"eth_sendRawTransaction"})
+NOT_REPEATED = frozenset({"eth_sendRawTransaction", "evm_increaseTime"})  # not idempotent
 _RETRYABLE_STATUS = {429, 502, 503, 504}
 
 
@@ -53,6 +54,9 @@ class RetryingHTTPProvider(HTTPProvider):
             try:
                 return super()._make_request(method, request_data)
             except (requests.RequestException, ConnectionError) as error:
+                if isinstance(error, requests.HTTPError) and not _is_transient(error):
+                    status = error.response.status_code if error.response is not None else "error"
+                    raise ChainError(f"the chain at {self.endpoint_uri} answered {method} with HTTP {status}") from None
                 if not _is_transient(error):
                     raise
                 kind = type(error).__name__

@@ -10,11 +10,13 @@ from collections.abc import Callable, Sequence
 
 from requests.exceptions import RequestException
 from web3 import Web3
+from web3.exceptions import Web3RPCError
 
 from fl_chain.chain.bridge import CLIENT_VERSION
 from fl_chain.chain.chain import Chain
 from fl_chain.chain.errors import ChainUnreachable, UnreachableUrl, WrongChain
 from fl_chain.chain.retry import RetryingHTTPProvider
+from fl_chain.errors import ChainError
 
 DEFAULT_RETRY_SECONDS = 60.0  # how long a connected node may be unreachable before a run stops
 DEVELOPMENT_NODES = ("anvil", CLIENT_VERSION)  # nodes whose clock tests may move
@@ -30,7 +32,7 @@ def connect(url: str, *, expected_chain_id: int | None = None, timeout: float = 
         chain_id = int(web3.eth.chain_id)
     except ChainUnreachable as error:
         raise UnreachableUrl(str(error)) from None
-    except (RequestException, ValueError) as error:  # a bad URL, or a server that speaks no JSON-RPC
+    except (RequestException, ValueError, Web3RPCError, ChainError) as error:  # a bad URL, or no JSON-RPC node
         detail = str(error).splitlines()[0] if str(error) else ""
         raise UnreachableUrl(f"{url} is not an Ethereum JSON-RPC endpoint ({type(error).__name__}: {detail})") from None
     provider.retry_seconds = retry_seconds
