@@ -31,7 +31,7 @@ from clients.settings import RunSettings
 from fl_chain.chain import rpc
 from fl_chain.chain.accounts import unlock_keystore
 from fl_chain.chain.federation import task_hash
-from fl_chain.chain.federation_file import FederationFile
+from fl_chain.chain.federation_file import GENESIS_MODEL_FILE, FederationFile
 from fl_chain.chain.ledger import Ledger
 from fl_chain.errors import UsageError
 from fl_chain.identity import Identity
@@ -43,7 +43,6 @@ from fl_chain.runlog import RunLog
 from fl_chain.storage.blockstore import LocalStore
 
 FORMAT = "fl-chain-aggregator/1"
-GENESIS_FILE = "genesis.safetensors"  # next to the federation file, as `flchain deploy` writes it
 
 
 @dataclass(frozen=True)
@@ -90,7 +89,7 @@ def run_deployment(grid: Grid, aggregator_file: Path, overrides: list[str], run_
         raise UsageError(f"{setup.keystore} holds {identity.address}, but the federation's aggregator is "
                          f"{ledger.aggregator()}: the admin appoints it with `flchain members set-aggregator`")
     store = LocalStore(setup.store_dir)
-    _import_genesis(store, setup.federation_file.parent / GENESIS_FILE, federation_file)
+    _import_genesis(store, setup.federation_file.parent / GENESIS_MODEL_FILE, federation_file)
     progress = Progress(config["rounds"])
     progress.note(f"fl-chain deployment: federation {ledger.address} on chain {chain.chain_id}, "
                   f"aggregator {identity.address} -> {run_dir}")
@@ -138,6 +137,7 @@ def _finish(run_dir: Path, ledger: Ledger, store: LocalStore, runlog: RunLog, pr
     chain_info = {"backend": "rpc", "chain_id": ledger.chain.chain_id, "contract": ledger.address}
     summary = runlog.write_summary(chain_info, {"round": final_round, "accuracy": last.accuracy, "loss": last.loss,
                                                 "global_cid": str(final_model)})
-    progress.note(f"final accuracy {last.accuracy}, model {final_model}, "
+    shown = f"{last.accuracy:.4f}" if last.accuracy is not None else "not evaluated"
+    progress.note(f"final accuracy {shown}, model {final_model}, "
                   f"{sum(r.accepted for r in runlog.rounds)} rounds accepted")
     return summary

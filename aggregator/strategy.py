@@ -357,7 +357,7 @@ class OnChainStrategy(Strategy):
             self.nodes[address] = reply.metadata.src_node_id
             self._addresses[reply.metadata.src_node_id] = address
             if "data" in reply.content:
-                summaries[address] = TableSummary.from_json(str(reply.content["data"]["summary"]))
+                summaries[address] = TableSummary.from_json(str(reply.content["data"].get("summary")), address)
         if len(self.nodes) < expected:
             raise ProtocolError(f"only {len(self.nodes)} of {expected} participants answered within {timeout:g} s")
         if summaries:
@@ -415,7 +415,8 @@ class OnChainStrategy(Strategy):
                                     Cid.parse(str(receipt["cid"])), int(receipt["examples"]))
             if self.plan.ship_blobs:  # the sealed update, into our store under the CID it hashes to
                 try:
-                    carried = blobs.unpack(self.federation.store, reply.content[blobs.RECORD])
+                    record = reply.content.get(blobs.RECORD)
+                    carried = blobs.unpack(self.federation.store, record) if record is not None else []
                 except FlChainError as refused:  # one participant's bad blob must not stop the round
                     self._exclude(participant, f"attempt {attempt}: {refused}")
                     continue

@@ -19,12 +19,10 @@ from typing import Any
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
-from fl_chain.chain.federation_file import describe
+from fl_chain.chain.federation_file import GENESIS_MODEL_FILE, describe
 from fl_chain.chain.ledger import Ledger
 from fl_chain.chain.operator import connect_operator
 from fl_chain.errors import FlChainError, UsageError
-
-GENESIS_FILE = "genesis.safetensors"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -59,7 +57,7 @@ def handle(args: argparse.Namespace) -> int:
     # the genesis model and the parameters exactly as `flchain run` makes them from this config
     experiment = Experiment.prepare(config, out.parent)
     genesis = experiment.genesis
-    _write_genesis_file(out.parent / GENESIS_FILE, experiment.store.get(genesis))
+    _write_genesis_file(out.parent / GENESIS_MODEL_FILE, experiment.store.get(genesis))
     print(f"deploying on chain {chain.chain_id} as {admin.address}, genesis model {genesis}", file=sys.stderr)
     first_block = chain.web3.eth.block_number
     ledger = Ledger.deploy(chain, admin, experiment.parameters(), genesis)
@@ -67,7 +65,7 @@ def handle(args: argparse.Namespace) -> int:
     block = _creation_block(ledger, first_block)
     describe(ledger, genesis, block).write(out)
     print(f"federation {ledger.address} on chain {chain.chain_id}, block {block}, gas {chain.gas_used}")
-    print(f"federation file {out}, genesis model {genesis} ({out.parent / GENESIS_FILE})")
+    print(f"federation file {out}, genesis model {genesis} ({out.parent / GENESIS_MODEL_FILE})")
     return 0
 
 

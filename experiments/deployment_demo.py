@@ -18,6 +18,7 @@ import argparse
 import csv
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -33,6 +34,7 @@ from fl_chain import cli
 from fl_chain.chain import rpc
 from fl_chain.chain.accounts import write_keystore
 from fl_chain.chain.anvil import AnvilNode
+from fl_chain.commands.verify import ANVIL_STATE
 from fl_chain.errors import FlChainError, UsageError
 from fl_chain.orgkeys import MemberCard, OrgFiles, generate_org, superlink_tls
 
@@ -59,6 +61,8 @@ def handle(args: argparse.Namespace) -> int:
     if args.rounds < 1:
         raise UsageError(f"--rounds must be at least 1, got {args.rounds}")
     out: Path = args.out.resolve()
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{out} is a file: --out names a new directory for the whole deployment")
     if out.exists() and any(out.iterdir()):
         raise UsageError(f"{out} is not empty: the demo writes a whole deployment; choose a new --out")
     validators = min(2, args.participants)
@@ -127,8 +131,8 @@ class Demo:
         aggregator_file = self._write_aggregator_file(aggregator, anvil.url, federation_file)
         run_dir = self._run_server_app(aggregator_file)
         anvil.stop()  # dumps the chain into chain-state.json
-        (run_dir / "chain").mkdir(exist_ok=True)
-        shutil.copyfile(self.out / "chain-state.json", run_dir / "chain" / "anvil-state.json")
+        (run_dir / ANVIL_STATE).parent.mkdir(exist_ok=True)
+        shutil.copyfile(self.out / "chain-state.json", run_dir / ANVIL_STATE)
         shutil.copytree(aggregator / "store", run_dir / "store", dirs_exist_ok=True)
         _say(f"run directory {run_dir}")
         return run_dir
@@ -229,7 +233,7 @@ class Demo:
     def _run_server_app(self, aggregator_file: Path) -> Path:
         runs = self.out / "runs"
         run_config = (f'deployment="{aggregator_file}" run-dir="{runs}" '
-                      f'overrides="{" ".join(self.overrides)}"')
+                      f'overrides="{shlex.join(self.overrides)}"')
         _say("running the aggregator's ServerApp: flwr run")
         process = self.start("flwr-run", [str(BIN / "flwr"), "run", str(REPO_ROOT), CONNECTION, "--stream",
                                            "--run-config", run_config], log=False)

@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 
 from fl_chain.errors import UsageError
 
-# every run writes these first (flchain run: config.yaml; any run: federation.json at its end)
+# every run writes these first (config.yaml; federation.json as soon as its federation exists)
 RUN_MARKERS = ("config.yaml", "federation.json")
 
 

@@ -13,6 +13,7 @@ from sklearn.datasets import load_breast_cancer
 from clients.data.preprocessing import SharedPreprocessing, TableSummary
 from clients.data.tables import load_own_table, load_tables, summarize_table
 from fl_chain.errors import DataError
+from fl_chain.protocol import ProtocolError
 
 SETTINGS = {"target": "diagnosis", "seed": 3, "test_fraction": 0.25}
 
@@ -32,7 +33,7 @@ def hospital_files(directory: Path) -> list[Path]:
 
 def test_sites_that_share_summaries_preprocess_like_one_process_with_every_table(tmp_path: Path) -> None:
     paths = hospital_files(tmp_path)
-    summaries = {f"0x{i}": TableSummary.from_json(summarize_table(path, **SETTINGS, index=i).to_json())
+    summaries = {f"0x{i}": TableSummary.from_json(summarize_table(path, **SETTINGS, index=i).to_json(), f"0x{i}")
                  for i, path in enumerate(paths)}
     shared = SharedPreprocessing.from_dict(SharedPreprocessing.combine(summaries).to_dict())
     pooled = load_tables(paths, target="diagnosis", seed=3, test_fraction=0.25)
@@ -63,3 +64,25 @@ def test_a_table_with_a_label_the_consortium_never_saw_is_refused(tmp_path: Path
     frame.to_csv(paths[1], index=False)
     with pytest.raises(DataError, match=r"holds labels \['unknown'\]"):
         load_own_table(paths[1], **SETTINGS, index=1, shared=shared)
+
+
+def test_the_same_columns_in_another_order_are_one_standardization(tmp_path: Path) -> None:
+    (tmp_path / "again").mkdir()
+    paths = hospital_files(tmp_path)
+    frame = pd.read_csv(paths[1])
+    frame[list(reversed(frame.columns))].to_csv(paths[1], index=False)
+    in_order = SharedPreprocessing.combine({f"0x{i}": summarize_table(path, **SETTINGS, index=i)
+                                            for i, path in enumerate(hospital_files(tmp_path / "again"))})
+    shuffled = SharedPreprocessing.combine({f"0x{i}": summarize_table(path, **SETTINGS, index=i)
+                                            for i, path in enumerate(paths)})
+    assert shuffled.feature_names == in_order.feature_names
+    np.testing.assert_allclose(shuffled.standardization.mean, in_order.standardization.mean)
+    np.testing.assert_allclose(shuffled.standardization.std, in_order.standardization.std)
+
+
+@pytest.mark.parametrize("text", ["not json", '{"feature_names": ["a"]}',
+                                  '{"feature_names": ["a", "b"], "labels": [0, 1], "count": [1], "total": [1], '
+                                  '"total_squares": [1]}'])
+def test_a_malformed_summary_is_refused_naming_its_sender(text: str) -> None:
+    with pytest.raises(ProtocolError, match="participant 0xabc sent"):
+        TableSummary.from_json(text, "0xabc")

@@ -20,6 +20,7 @@ import numpy as np
 
 from clients.data.normalization import FeatureStatistics, Standardization
 from fl_chain.errors import DataError
+from fl_chain.protocol import ProtocolError
 
 Label = int | str
 
@@ -42,11 +43,23 @@ class TableSummary:
         })
 
     @classmethod
-    def from_json(cls, text: str) -> TableSummary:
-        document = json.loads(text)
-        statistics = FeatureStatistics(*(np.asarray(document[key], dtype=np.float64)
-                                         for key in ("count", "total", "total_squares")))
-        return cls(tuple(document["feature_names"]), tuple(document["labels"]), statistics)
+    def from_json(cls, text: str, sender: str) -> TableSummary:
+        """A summary as `sender` sent it; a malformed one is refused, naming the sender."""
+        try:
+            document = json.loads(text)
+            names, labels = tuple(str(name) for name in document["feature_names"]), tuple(document["labels"])
+            statistics = FeatureStatistics(*(np.asarray(document[key], dtype=np.float64)
+                                             for key in ("count", "total", "total_squares")))
+        except (ValueError, KeyError, TypeError) as error:
+            raise ProtocolError(f"participant {sender} sent a malformed data summary ({error})") from None
+        if any(values.shape != (len(names),) for values in vars(statistics).values()):
+            raise ProtocolError(f"participant {sender} sent statistics that do not match its {len(names)} features")
+        return cls(names, labels, statistics)
+
+    def in_order(self, names: tuple[str, ...]) -> FeatureStatistics:
+        """Its statistics with the features in the order of `names` (the same set)."""
+        position = [self.feature_names.index(name) for name in names]
+        return FeatureStatistics(*(values[position] for values in vars(self.statistics).values()))
 
 
 @dataclass(frozen=True)
@@ -62,7 +75,7 @@ class SharedPreprocessing:
         """From each participant's summary (keyed by its address, to name a mismatch)."""
         (first, names), *others = [(who, summary.feature_names) for who, summary in summaries.items()]
         for who, theirs in others:
-            if theirs != names:
+            if sorted(theirs) != sorted(names):  # the same columns, in any order
                 raise DataError(f"participant {who}'s table has features {list(theirs)}, but {first}'s has "
                                 f"{list(names)}: every organization must provide the same columns")
         labels = [label for summary in summaries.values() for label in summary.labels]
@@ -71,7 +84,7 @@ class SharedPreprocessing:
         classes = tuple(sorted(set(labels)))
         if len(classes) < 2:
             raise DataError(f"the organizations' tables hold the labels {list(classes)}: a classifier needs two")
-        standardization = Standardization.combine([s.statistics for s in summaries.values()], names)
+        standardization = Standardization.combine([s.in_order(names) for s in summaries.values()], names)
         return cls(names, classes, standardization)
 
     def to_dict(self) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from fl_chain.errors import InvalidCid, UsageError
 from fl_chain.jsonfiles import read_json
 from fl_chain.storage.cid import Cid
 
+GENESIS_MODEL_FILE = "genesis.safetensors"  # next to a federation file: the round-0 model members load
 FORMAT = "fl-chain-federation/1"
 
 

@@ -84,7 +84,9 @@ def _open(args: argparse.Namespace, findings: Findings, stack: ExitStack) -> tup
     if not isinstance(address, str):
         raise UsageError(f"{federation_file} names no federation address")
     if not BlockJournal(run_dir / "ledger").exists and (run_dir / ANVIL_STATE).is_file():
-        chain_id = int(federation.get("chain_id", 31337))
+        chain_id = federation.get("chain_id")
+        if isinstance(chain_id, bool) or not isinstance(chain_id, int):
+            raise UsageError(f"{federation_file} names no chain id (got {chain_id!r})")
         node = stack.enter_context(AnvilNode(chain_id=chain_id, load_state=run_dir / ANVIL_STATE))
         findings.passed("chain state loads into a fresh anvil")
         chain = rpc.connect(node.url, expected_chain_id=chain_id)
