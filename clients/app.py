@@ -53,7 +53,7 @@ def _reply(message: Message, **records: ConfigRecord | MetricRecord) -> Message:
 @app.query("hello")
 def hello(message: Message, context: Context) -> Message:
     node = _node_of(message, context)
-    records = {"identity": ConfigRecord({"address": node.identity.address, "index": node.index})}
+    records = {"identity": ConfigRecord({"address": node.address})}
     if node.summarize is not None:  # a deployed site: what the others need to preprocess alike
         records["data"] = ConfigRecord({"summary": node.summarize().to_json()})
     return _reply(message, **records)
@@ -109,7 +109,7 @@ def attest_round(message: Message, context: Context) -> Message:
     cid = protocol.recompute(node.federation, node.identity, round_number)
     gas = protocol.attest(node.federation, node.identity, round_number, cid)
     metrics = MetricRecord({"gas": gas, "seconds_attest": time.perf_counter() - start})
-    return _reply(message, attestation=ConfigRecord({"cid": str(cid), "validator": node.identity.address}),
+    return _reply(message, attestation=ConfigRecord({"cid": str(cid), "validator": node.address}),
                   metrics=metrics)
 
 

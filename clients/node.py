@@ -20,8 +20,10 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
+
+from eth_utils import to_checksum_address
 
 from clients.data.dataset import ParticipantData
 from clients.data.preprocessing import SharedPreprocessing, TableSummary
@@ -29,12 +31,13 @@ from clients.data.tables import load_own_table, summarize_table
 from clients.drills import ParticipantDrill, parse_drills
 from clients.settings import RunSettings, load_dataset
 from fl_chain.chain import rpc
-from fl_chain.chain.accounts import unlock_keystore
+from fl_chain.chain.accounts import KeystoreError, unlock_keystore
 from fl_chain.chain.federation_file import FederationFile
 from fl_chain.chain.ledger import Ledger
 from fl_chain.consortium import SimulatedConsortium
 from fl_chain.errors import UsageError
 from fl_chain.identity import Identity
+from fl_chain.jsonfiles import read_json
 from fl_chain.keyfile import read_key_file
 from fl_chain.protocol import Federation, ProtocolError
 from fl_chain.storage.backends import open_store
@@ -61,13 +64,20 @@ class Node:
     blobs others need travel in Flower messages (clients/blobs.py)."""
 
     index: int
-    identity: Identity
+    address: str
+    unlock: Callable[[], Identity]
     federation: Federation
     settings: RunSettings
     drills: tuple[ParticipantDrill, ...]
     load_data: Callable[[], LocalData]
     ships_blobs: bool = False
     summarize: Callable[[], TableSummary] | None = None  # deployments: what this site shares of its table
+
+    @cached_property
+    def identity(self) -> Identity:
+        """The keys, unlocked when a message needs to sign or open something: a deployed
+        ClientApp runs in a fresh process per message, and a keystore takes ~0.6 s to open."""
+        return self.unlock()
 
 
 def is_deployed(node_config: Mapping[str, object]) -> bool:
@@ -97,7 +107,8 @@ def _simulated_node(settings_json: str, index: int) -> Node:
         dataset = load_dataset(settings)
         return LocalData(dataset.participants[index], dataset.input_shape, dataset.num_classes)
 
-    return Node(index, consortium.participants[index], federation, settings, drills, load_data)
+    participant = consortium.participants[index]
+    return Node(index, participant.address, lambda: participant, federation, settings, drills, load_data)
 
 
 @lru_cache(maxsize=8)
@@ -113,10 +124,14 @@ def _deployed_node(settings_json: str, keys: tuple[tuple[str, str], ...]) -> Nod
                          f"federation file names {federation_file.address}")
     chain = rpc.connect(config["chain-url"], expected_chain_id=federation_file.chain_id)
     ledger = federation_file.attach(chain)
-    account = unlock_keystore(Path(config["keystore"]), password_file=Path(config["password-file"]))
-    opening = read_key_file(Path(config["x25519-key"]))
-    identity = Identity(account, opening.private_key)
-    index = ledger.member(identity.address).index
+    keystore, password_file, x25519_key = Path(config["keystore"]), Path(config["password-file"]), Path(config["x25519-key"])
+
+    def unlock() -> Identity:
+        account = unlock_keystore(keystore, password_file=password_file)
+        return Identity(account, read_key_file(x25519_key).private_key)
+
+    address = _keystore_address(keystore) or unlock().address
+    index = ledger.member(address).index
     data_file, target = Path(config["data-file"]), config.get("target", DEFAULT_TARGET)
     if not data_file.is_file():
         raise UsageError(f"the data file {data_file} named by data-file does not exist")
@@ -134,8 +149,16 @@ def _deployed_node(settings_json: str, keys: tuple[tuple[str, str], ...]) -> Nod
         return _table(str(data_file), target, settings.seed, index, test_fraction, shared)
 
     store = LocalStore(Path(config["store-dir"]))
-    return Node(index, identity, Federation(ledger, store), settings, (), load_data, ships_blobs=True,
+    return Node(index, address, unlock, Federation(ledger, store), settings, (), load_data, ships_blobs=True,
                 summarize=summarize)
+
+
+def _keystore_address(path: Path) -> str | None:
+    """The account a v3 keystore names, without decrypting it (None if it names none: then
+    the keystore is unlocked; a wrong name is caught when the unlocked key signs)."""
+    document = read_json(path, "keystore file", KeystoreError)
+    named = document.get("address") if isinstance(document, dict) else None
+    return to_checksum_address("0x" + named.removeprefix("0x")) if isinstance(named, str) and named else None
 
 
 @lru_cache(maxsize=4)

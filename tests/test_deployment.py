@@ -98,6 +98,7 @@ def test_a_node_whose_account_is_not_a_member_cannot_commit(
     settings = RunSettings(seed=0, num_participants=1, num_validators=1, chain_url=anvil_node.url,
                            contract=ledger.address, store={}, task={"name": "csv"}, partition={}, proximal_mu=0.0)
     node = resolve_node(settings.to_json(), node_config)
+    assert node.address == card.address and "identity" not in vars(node)  # named without unlocking
     assert node.identity.address == card.address and node.ships_blobs
     aggregator_side = Federation(ledger, LocalStore(tmp_path / "aggregator-store"))
     ticket = protocol.open_round(aggregator_side, consortium.aggregator, 1)
