@@ -50,11 +50,24 @@ def resolve_config(cfg: DictConfig) -> dict[str, Any]:
     return config
 
 
+def _check_data_files(config: dict[str, Any]) -> None:
+    """A task's own files come first: a missing one is the root cause of whatever else
+    (the participant count follows the files) would look wrong."""
+    if config["task"].get("name") != "csv":
+        return
+    for file in config["task"]["files"]:
+        if not Path(file).is_file():
+            raise UsageError(f"task.files names {file}, which does not exist" if not Path(file).exists()
+                             else f"task.files names {file}, which is not a file")
+
+
 def validate(config: dict[str, Any]) -> None:
     """Checks the config before anything touches a chain; each problem is one clear line."""
+    _check_data_files(config)
     for key in ("seed", "num_participants", "rounds", "quorum", "num_validators", "attestation_threshold",
-                "round_duration", "fraction_train", "reply_timeout"):
-        fractional = key in ("fraction_train", "reply_timeout")
+                "round_duration", "fraction_train", "reply_timeout", "committee_size", "max_examples",
+                "max_update_norm", "commit_grace"):
+        fractional = key in ("fraction_train", "reply_timeout", "max_update_norm", "commit_grace")
         if isinstance(config[key], bool) or not isinstance(config[key], (int, float) if fractional else int):
             raise UsageError(f"{key} must be {'a number' if fractional else 'an integer'}, got {config[key]!r}")
     participants = config["num_participants"]
@@ -68,6 +81,14 @@ def validate(config: dict[str, Any]) -> None:
         (1 <= config["attestation_threshold"] <= config["num_validators"],
          f"attestation_threshold {config['attestation_threshold']} must be between 1 and "
          f"num_validators ({config['num_validators']})"),
+        (config["committee_size"] == 0 or config["attestation_threshold"] <= config["committee_size"]
+         <= config["num_validators"],
+         f"committee_size {config['committee_size']} must be 0 (every validator) or between attestation_threshold "
+         f"({config['attestation_threshold']}) and num_validators ({config['num_validators']})"),
+        (1 <= config["max_examples"] < 2**64, f"max_examples must be at least 1, got {config['max_examples']}"),
+        (0 < config["max_update_norm"] < float("inf"),
+         f"max_update_norm must be a positive number, got {config['max_update_norm']}"),
+        (config["commit_grace"] > 0, f"commit_grace must be positive, got {config['commit_grace']}"),
         (0 < config["fraction_train"] <= 1, f"fraction_train must be in (0, 1], got {config['fraction_train']}"),
         (config["seed"] >= 0, f"seed must be at least 0, got {config['seed']}"),
         (config["round_duration"] >= 1, f"round_duration must be at least 1 second, got {config['round_duration']}"),

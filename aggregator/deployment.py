@@ -26,11 +26,11 @@ from omegaconf import OmegaConf
 
 from aggregator.config import AGGREGATION_RULES, compose_experiment, validate
 from aggregator.launch import write_federation_file
-from aggregator.strategy import OnChainStrategy, RoundPlan
+from aggregator.strategy import OnChainStrategy
 from clients.settings import RunSettings
 from fl_chain.chain import rpc
 from fl_chain.chain.accounts import unlock_keystore
-from fl_chain.chain.federation import task_hash
+from fl_chain.chain.federation import experiment_of, task_hash
 from fl_chain.chain.federation_file import GENESIS_MODEL_FILE, FederationFile
 from fl_chain.chain.ledger import Ledger
 from fl_chain.errors import UsageError
@@ -39,6 +39,7 @@ from fl_chain.jsonfiles import read_json
 from fl_chain.keyfile import read_key_file
 from fl_chain.progress import Progress
 from fl_chain.protocol import Federation
+from fl_chain.round import RoundPlan
 from fl_chain.runlog import RunLog
 from fl_chain.storage.blockstore import LocalStore
 
@@ -98,23 +99,22 @@ def run_deployment(grid: Grid, aggregator_file: Path, overrides: list[str], run_
     write_federation_file(run_dir / "federation.json", ledger, federation_file.genesis_model)
     runlog = RunLog(run_dir)
     strategy = OnChainStrategy(Federation(ledger, store), identity, _settings(config, setup, ledger),
-                               _plan(config), runlog, progress)
+                               _plan(config), runlog, progress, ship_blobs=True)
     strategy.start(grid)
     return _finish(run_dir, ledger, store, runlog, progress)
 
 
 def _settings(config: dict[str, Any], setup: AggregatorFile, ledger: Ledger) -> RunSettings:
-    """What every participant must agree on; their identity, data and store are their own."""
-    return RunSettings(seed=config["seed"], num_participants=config["num_participants"],
-                       num_validators=config["num_validators"], chain_url=setup.chain_url, contract=ledger.address,
-                       store={"backend": "local", "dir": str(setup.store_dir)}, task=config["task"],
-                       partition=config["partition"], proximal_mu=float(config["strategy"]["proximal_mu"]))
+    """What every participant must agree on (each checks its hash against the chain);
+    their identity, data and store are their own."""
+    return RunSettings(experiment=experiment_of(config), chain_url=setup.chain_url, contract=ledger.address,
+                       store={"backend": "local", "dir": str(setup.store_dir)})
 
 
 def _plan(config: dict[str, Any]) -> RoundPlan:
     assert config["strategy"]["name"] in AGGREGATION_RULES
-    return RoundPlan(config["rounds"], config["quorum"], config["fraction_train"], config["attestation_threshold"],
-                     config["reply_timeout"], max_attempts=config.get("max_attempts", 3), ship_blobs=True)
+    return RoundPlan(config["rounds"], config["quorum"], config["fraction_train"], config["reply_timeout"],
+                     seed=config["seed"], max_attempts=config.get("max_attempts", 3))
 
 
 def _import_genesis(store: LocalStore, path: Path, federation_file: FederationFile) -> None:

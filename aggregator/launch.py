@@ -1,8 +1,9 @@
 """Runs one experiment from its resolved config: chain, store, federation, rounds, outputs.
 
-`run_experiment` is what `flchain run` calls for each Hydra job. It founds a federation
-with keys derived from the seed, serves the chain to the participants' processes, runs
-the Flower simulation with the on-chain strategy, then writes the run directory.
+`run_experiment` is what `flchain run` calls for each Hydra job. It makes the run's keys
+(keys/: fresh X25519 keys always; accounts from the seed only on the run's own chain),
+founds a federation, serves the chain to the participants' processes, runs the Flower
+simulation with the on-chain strategy, then writes the run directory.
 """
 
 from __future__ import annotations
@@ -23,30 +24,30 @@ from flwr.simulation import run_simulation
 
 from aggregator.config import AGGREGATION_RULES, RUN_OWNED_CHAINS, validate
 from aggregator.drill import KillDrill
-from aggregator.strategy import OnChainStrategy, RoundPlan
+from aggregator.strategy import OnChainStrategy
 from clients.app import app as client_app
 from clients.baseline import centralized
 from clients.data.plots import plot_label_distribution
-from clients.drills import parse_drills
 from clients.models import build_model, model_weights
-from clients.settings import RunSettings, load_dataset
+from clients.settings import RunSettings, load_dataset, training_settings
 from fl_chain import protocol
 from fl_chain.chain import rpc
 from fl_chain.chain.anvil import AnvilNode
 from fl_chain.chain.bridge import RpcBridge
 from fl_chain.chain.chain import Chain
 from fl_chain.chain.embedded import EmbeddedChain
-from fl_chain.chain.federation import FederationParameters, task_hash
+from fl_chain.chain.federation import FederationParameters, experiment_of, task_hash
 from fl_chain.chain.federation_file import describe
 from fl_chain.chain.ledger import Ledger
 from fl_chain.chain.operator import RpcSettings, connect_operator, fund_accounts
 from fl_chain.consortium import SimulatedConsortium
 from fl_chain.errors import ChainError, FlChainError, StoreError, UsageError
+from fl_chain.identity import Identity
 from fl_chain.jsonfiles import read_json
-from fl_chain.keyfile import write_key_file
 from fl_chain.plots import plot_per_round
 from fl_chain.progress import Progress
 from fl_chain.protocol import ProtocolError
+from fl_chain.round import RoundPlan
 from fl_chain.runlog import RunLog
 from fl_chain.storage.backends import open_store
 from fl_chain.storage.blockstore import ContentStore
@@ -58,12 +59,17 @@ class RunStopped(FlChainError):
     what it did is kept and `flchain resume` continues it."""
 
 
+Confirm = Callable[[str], bool]
+
+
 @contextmanager
-def serve_chain(config: dict[str, Any], run_dir: Path, funded: list[str], resume: bool = False) -> Iterator[str]:
+def serve_chain(config: dict[str, Any], run_dir: Path, funded: list[str], resume: bool = False,
+                confirm: Confirm | None = None) -> Iterator[str]:
     """Yields a JSON-RPC URL for the configured chain, started and stopped around the run.
 
     `resume` re-executes an embedded chain's journal; an anvil chain lived in a process
-    that ended with the run, so there is nothing to resume.
+    that ended with the run, so there is nothing to resume. On a node of someone else's
+    (`chain=rpc`), `confirm` is asked before the operator's keystore pays for anything.
     """
     chain = config["chain"]
     if chain["backend"] == "embedded":
@@ -83,7 +89,7 @@ def serve_chain(config: dict[str, Any], run_dir: Path, funded: list[str], resume
             yield node.url
     else:
         connected, operator = connect_operator(chain)
-        fund_accounts(connected, operator, funded, RpcSettings.from_config(chain).fund_wei)
+        fund_accounts(connected, operator, funded, RpcSettings.from_config(chain).fund_wei, confirm)
         yield chain["url"]
 
 
@@ -93,31 +99,29 @@ class Experiment:
 
     config: dict[str, Any]
     run_dir: Path
-    consortium: SimulatedConsortium
     store: ContentStore
     dataset: Any
     genesis: Cid
-    base_settings: dict[str, Any]
+    store_spec: dict[str, Any]
     progress: Progress
 
     @classmethod
     def prepare(cls, config: dict[str, Any], run_dir: Path) -> Experiment:
         validate(config)
-        drills = parse_drills(config.get("drills") or [], config["num_participants"])
         run_dir.mkdir(parents=True, exist_ok=True)
         _quiet_frameworks()
-        consortium = SimulatedConsortium.derive(config["seed"], config["num_participants"], config["num_validators"])
         store_spec = _store_spec(config["storage"], run_dir)
         store = open_store(store_spec, run_dir)
-        base_settings = dict(seed=config["seed"], num_participants=config["num_participants"],
-                             num_validators=config["num_validators"], store=store_spec,
-                             task=config["task"], partition=config["partition"],
-                             proximal_mu=float(config["strategy"]["proximal_mu"]),
-                             drills=[dataclasses.asdict(drill) for drill in drills])
-        dataset = load_dataset(RunSettings(chain_url="", contract="", **base_settings))
+        dataset = load_dataset(config)
         genesis_model = build_model(dataset.input_shape, dataset.num_classes, config["seed"])
         genesis = protocol.publish_genesis_model(store, model_weights(genesis_model))
-        return cls(config, run_dir, consortium, store, dataset, genesis, base_settings, Progress(config["rounds"]))
+        return cls(config, run_dir, store, dataset, genesis, store_spec, Progress(config["rounds"]))
+
+    @staticmethod
+    def _settings(config: dict[str, Any], store_spec: dict[str, Any], url: str, contract: str,
+                  keys_dir: Path | None = None) -> RunSettings:
+        return RunSettings(experiment=experiment_of(config), chain_url=url, contract=contract, store=store_spec,
+                           keys_dir=str(keys_dir) if keys_dir else None)
 
     def parameters(self) -> FederationParameters:
         return FederationParameters(
@@ -126,16 +130,33 @@ class Experiment:
             quorum=self.config["quorum"],
             round_duration=self.config["round_duration"],
             attestation_threshold=self.config["attestation_threshold"],
+            committee_size=self.config["committee_size"],
+            max_examples=self.config["max_examples"],
+            update_norm_bound=float(self.config["max_update_norm"]),
         )
 
-    def train(self, ledger: Ledger, url: str, runlog: RunLog, drive: Callable[[OnChainStrategy], None] | None) -> None:
+    def example_caps(self) -> list[int]:
+        """Each participant may claim at most its own training set's size (and the federation's maximum)."""
+        return [min(participant.examples, self.config["max_examples"]) for participant in self.dataset.participants]
+
+    def new_consortium(self) -> SimulatedConsortium:
+        """The run's parties, their keys saved in keys/ before anything uses them. Accounts
+        come from the seed only on a chain the run starts itself."""
+        config = self.config
+        consortium = SimulatedConsortium.create(config["seed"], config["num_participants"], config["num_validators"],
+                                                seed_accounts=config["chain"]["backend"] in RUN_OWNED_CHAINS)
+        consortium.save(self.run_dir / "keys")
+        return consortium
+
+    def train(self, ledger: Ledger, aggregator: Identity, url: str, runlog: RunLog,
+              drive: Callable[[OnChainStrategy], None] | None) -> None:
         """Runs (or, with a resumed `runlog`, finishes) the rounds on `ledger`."""
         config = self.config
-        settings = RunSettings(chain_url=url, contract=ledger.address, **self.base_settings)
-        plan = RoundPlan(config["rounds"], config["quorum"], config["fraction_train"], config["attestation_threshold"],
-                         config["reply_timeout"], max_attempts=config.get("max_attempts", 3),
+        settings = self._settings(config, self.store_spec, url, ledger.address, (self.run_dir / "keys").resolve())
+        plan = RoundPlan(config["rounds"], config["quorum"], config["fraction_train"], config["reply_timeout"],
+                         seed=config["seed"], max_attempts=config.get("max_attempts", 3),
                          fast_forward=config["chain"]["backend"] in RUN_OWNED_CHAINS)
-        strategy = OnChainStrategy(protocol.Federation(ledger, self.store), self.consortium.aggregator, settings, plan,
+        strategy = OnChainStrategy(protocol.Federation(ledger, self.store), aggregator, settings, plan,
                                    runlog, self.progress, KillDrill.from_environment())
         try:
             (drive or _simulate)(strategy)
@@ -151,7 +172,7 @@ class Experiment:
         (run_dir / "model.safetensors").write_bytes(self.store.get(final_model))
         chain_info = {"backend": config["chain"]["backend"], "chain_id": ledger.chain.chain_id, "contract": ledger.address}
         progress.note("training the centralized baseline on the pooled data")
-        training = RunSettings(chain_url="", contract="", **self.base_settings).training
+        training = training_settings(config["task"])
         baseline = centralized(self.dataset, dataclasses.replace(training, epochs=training.epochs * config["rounds"]),
                                seed=config["seed"])
         _plot(run_dir, runlog, baseline.accuracy, self.dataset)
@@ -167,41 +188,49 @@ class Experiment:
         return summary
 
 
-def run_experiment(config: dict[str, Any], run_dir: Path, drive: Callable[[OnChainStrategy], None] | None = None) -> dict[str, Any]:
+def run_experiment(config: dict[str, Any], run_dir: Path, drive: Callable[[OnChainStrategy], None] | None = None,
+                   confirm: Confirm | None = None) -> dict[str, Any]:
     """Runs the experiment `config` describes and fills `run_dir`; returns summary.json.
 
     `drive` runs the rounds: by default Flower's simulation engine; a ServerApp started by
-    `flwr run` passes its own grid instead. federation.json and the opening keys are
-    written as soon as the federation exists, so a run killed later can be resumed.
+    `flwr run` passes its own grid instead. keys/ and federation.json are written as soon
+    as they exist, so a run killed later can be resumed.
     """
     experiment = Experiment.prepare(config, run_dir)
     experiment.progress.note(f"fl-chain: {config['task']['name']}, {config['num_participants']} participants, "
                              f"{config['rounds']} rounds, {config['chain']['backend']} chain -> {run_dir}")
-    with serve_chain(config, run_dir, experiment.consortium.transacting_addresses) as url:
+    consortium = experiment.new_consortium()
+    with serve_chain(config, run_dir, consortium.transacting_addresses, confirm=confirm) as url:
         chain = _connect(config, url)
-        ledger = experiment.consortium.found(chain, experiment.parameters(), experiment.genesis)
+        ledger = consortium.found(chain, experiment.parameters(), experiment.genesis, experiment.example_caps())
         experiment.progress.note(f"federation {ledger.address} on chain {chain.chain_id}, genesis model {experiment.genesis}")
-        write_federation_file(run_dir / "federation.json", ledger, experiment.genesis)
-        _write_opening_keys(run_dir / "keys", experiment.consortium)
+        write_federation_file(run_dir / "federation.json", ledger, experiment.genesis, consortium.seed_accounts)
         runlog = RunLog(run_dir)
-        experiment.train(ledger, url, runlog, drive)
+        experiment.train(ledger, consortium.aggregator, url, runlog, drive)
         return experiment.finish(ledger, runlog)
 
 
-def resume_experiment(run_dir: Path, config: dict[str, Any],
-                      drive: Callable[[OnChainStrategy], None] | None = None) -> dict[str, Any]:
+def resume_experiment(run_dir: Path, config: dict[str, Any], drive: Callable[[OnChainStrategy], None] | None = None,
+                      confirm: Confirm | None = None) -> dict[str, Any]:
     """Finishes a run that stopped (aggregator killed, node unreachable, round failed too
     often) from the chain's state: accepted rounds stay, the open one is completed."""
     federation_file = read_json(run_dir / "federation.json", "federation file")
     if (run_dir / "summary.json").is_file():
         raise UsageError(f"{run_dir} finished already (it has summary.json): nothing to resume")
+    address = federation_file.get("address") if isinstance(federation_file, dict) else None
+    if not isinstance(address, str):
+        raise UsageError(f"{run_dir / 'federation.json'} names no federation address")
     experiment = Experiment.prepare(config, run_dir)
-    with serve_chain(config, run_dir, experiment.consortium.transacting_addresses, resume=True) as url:
-        ledger = Ledger.attach(_connect(config, url), str(federation_file["address"]))
+    consortium = SimulatedConsortium.load(run_dir / "keys")
+    with serve_chain(config, run_dir, consortium.transacting_addresses, resume=True, confirm=confirm) as url:
+        ledger = Ledger.attach(_connect(config, url), address)
+        if ledger.parameters().task_hash != task_hash(config):
+            raise UsageError(f"federation {ledger.address} was deployed for another experiment than {run_dir}'s "
+                             "config.yaml describes (task hash differs)")
         runlog = RunLog(run_dir, resume=True)
         experiment.progress.note(f"fl-chain: resuming {run_dir} on federation {ledger.address} "
                                  f"({len(runlog.rounds)} of {config['rounds']} rounds recorded)")
-        experiment.train(ledger, url, runlog, drive)
+        experiment.train(ledger, consortium.aggregator, url, runlog, drive)
         return experiment.finish(ledger, runlog)
 
 
@@ -214,22 +243,23 @@ def _store_spec(storage: dict[str, Any], run_dir: Path) -> dict[str, Any]:
 
 def _connect(config: dict[str, Any], url: str) -> Chain:
     """The aggregator's connection, riding out outages for `chain.retry_seconds`."""
-    return rpc.connect(url, retry_seconds=float(config["chain"].get("retry_seconds", rpc.DEFAULT_RETRY_SECONDS)))
+    return rpc.connect(url, retry_seconds=float(config["chain"].get("retry_seconds", rpc.DEFAULT_RETRY_SECONDS)),
+                       development=config["chain"]["backend"] in RUN_OWNED_CHAINS)
 
 
-def write_federation_file(path: Path, ledger: Ledger, genesis: Cid) -> None:
-    """The federation file members load (fl_chain.chain.federation_file), plus the members."""
-    members = [{"address": m.address, "index": m.index, "roles": m.roles.name} for m in ledger.members()]
+SEED_ACCOUNTS = "derived from the seed (a development chain the run started itself)"
+FRESH_ACCOUNTS = "generated for the run (keys/consortium.json)"
+
+
+def write_federation_file(path: Path, ledger: Ledger, genesis: Cid, seed_accounts: bool | None = None) -> None:
+    """The federation file members load (fl_chain.chain.federation_file), plus the members
+    and, for a simulated consortium, where its accounts come from."""
+    members = [{"address": m.address, "index": m.index, "roles": m.roles.name, "example_cap": m.example_cap}
+               for m in ledger.members()]
     document = {**describe(ledger, genesis, None).to_json(), "members": members}
+    if seed_accounts is not None:
+        document["accounts"] = SEED_ACCOUNTS if seed_accounts else FRESH_ACCOUNTS
     path.write_text(json.dumps(document, indent=1) + "\n")
-
-
-def _write_opening_keys(directory: Path, consortium: SimulatedConsortium) -> None:
-    """The keys that open this run's updates, for `flchain verify --key`. Secret: in a
-    simulation the seed derives them anyway, in a deployment each party keeps its own."""
-    write_key_file(directory / "aggregator.json", consortium.aggregator, "aggregator")
-    for index, validator in enumerate(consortium.validators):
-        write_key_file(directory / f"validator-{index}.json", validator, "validator")
 
 
 def _quiet_frameworks() -> None:

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from fl_chain.errors import FlChainError, UsageError
+from fl_chain.messages import Ticket
+from fl_chain.participant import Trained, TrainFn
 
 KINDS = ("crash", "hang", "nan")
 
@@ -60,23 +62,22 @@ def parse_drills(entries: Sequence[Mapping[str, Any]], num_participants: int) ->
     return [ParticipantDrill.parse(entry, num_participants) for entry in entries]
 
 
-def drill_for(drills: Sequence[ParticipantDrill], participant: int, round_number: int,
-              attempt: int) -> ParticipantDrill | None:
-    """The drill this participant runs in this attempt of this round, if any."""
-    for drill in drills:
-        if (drill.participant, drill.round, drill.attempt) == (participant, round_number, attempt):
-            return drill
-    return None
+def drilled(train_fn: TrainFn, drills: Sequence[ParticipantDrill]) -> TrainFn:
+    """`train_fn` with this participant's drills around it: installed only when configured,
+    never a branch in the training path itself."""
 
+    def train_with_drills(base: Mapping[str, np.ndarray], ticket: Ticket) -> Trained:
+        drill = next((d for d in drills if (d.round, d.attempt) == (ticket.round, ticket.attempt)), None)
+        if drill is not None and drill.kind == "crash":
+            raise DrillFailure(f"drill: participant {drill.participant} crashed in round {drill.round}")
+        if drill is not None and drill.kind == "hang":
+            time.sleep(drill.seconds)
+        trained = train_fn(base, ticket)
+        if drill is not None and drill.kind == "nan":
+            return replace(trained, tensors=poison(trained.tensors))
+        return trained
 
-def fail_if_drilled(drill: ParticipantDrill | None) -> None:
-    """Crashes or hangs here, before training, if the drill says so."""
-    if drill is None:
-        return
-    if drill.kind == "crash":
-        raise DrillFailure(f"drill: participant {drill.participant} crashed in round {drill.round}")
-    if drill.kind == "hang":
-        time.sleep(drill.seconds)
+    return train_with_drills
 
 
 def poison(weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

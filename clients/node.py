@@ -1,7 +1,8 @@
 """Who this ClientApp is, where its data is and which store it keeps: simulated or deployed.
 
-In a simulation every participant's identity is derived from the run seed and its data is
-its share of a split, chosen by the SuperNode's `partition-id`; all share one store.
+In a simulation every participant's keys are the run's own (RUN_DIR/keys, named by the
+run settings) and its data is its share of a split, chosen by the SuperNode's
+`partition-id`; all share one store.
 
 In a deployment each organization's SuperNode says it all in its own node config
 (`flower-supernode --node-config`), never in the run config the aggregator sends:
@@ -11,13 +12,15 @@ In a deployment each organization's SuperNode says it all in its own node config
     chain-url="http://node:8545"        data-file="/site/data/cohort.csv"
     target="diagnosis"                  store-dir="/site/store"
 
-The run settings still say what is trained and how (task, seed, local epochs); the
-federation they name must be the one in the organization's own federation file.
+Either way the run settings say what is trained and how, and a node trains with them only
+after checking their hash against the federation's task hash on chain.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
@@ -26,12 +29,17 @@ from pathlib import Path
 from eth_utils import to_checksum_address
 
 from clients.data.dataset import ParticipantData
-from clients.data.preprocessing import SharedPreprocessing, TableSummary
+from clients.data.preprocessing import SharedPreprocessing, SignedSummary, TableSummary
 from clients.data.tables import load_own_table, summarize_table
-from clients.drills import ParticipantDrill, parse_drills
-from clients.settings import RunSettings, load_dataset
+from clients.drills import drilled, parse_drills
+from clients.models import build_model, load_weights, model_weights
+from clients.seeding import derive_seed
+from clients.settings import RunSettings, TrainingSettings, load_dataset
+from clients.training import evaluate, train
 from fl_chain.chain import rpc
 from fl_chain.chain.accounts import KeystoreError, unlock_keystore
+from fl_chain.chain.commitment import SignedCommitment
+from fl_chain.chain.federation import Role, task_hash
 from fl_chain.chain.federation_file import FederationFile
 from fl_chain.chain.ledger import Ledger
 from fl_chain.consortium import SimulatedConsortium
@@ -39,6 +47,8 @@ from fl_chain.errors import UsageError
 from fl_chain.identity import Identity
 from fl_chain.jsonfiles import read_json
 from fl_chain.keyfile import read_key_file
+from fl_chain.messages import MalformedMessage, Receipt, Ticket
+from fl_chain.participant import Evaluated, ParticipantRole, Trained, watch_in_thread
 from fl_chain.protocol import Federation, ProtocolError
 from fl_chain.storage.backends import open_store
 from fl_chain.storage.blockstore import LocalStore
@@ -58,7 +68,7 @@ class LocalData:
 
 @dataclass(frozen=True)
 class Node:
-    """This node's participant: its keys, its data, and its view of the federation.
+    """This node's participant: its keys, its view of the federation, its role in rounds.
 
     `ships_blobs` is set in a deployment, where the store is this organization's own:
     blobs others need travel in Flower messages (clients/blobs.py)."""
@@ -68,16 +78,27 @@ class Node:
     unlock: Callable[[], Identity]
     federation: Federation
     settings: RunSettings
-    drills: tuple[ParticipantDrill, ...]
     load_data: Callable[[], LocalData]
     ships_blobs: bool = False
     summarize: Callable[[], TableSummary] | None = None  # deployments: what this site shares of its table
+    watcher: Callable[[Callable[[], Identity]], Callable[[SignedCommitment], None]] | None = None
 
     @cached_property
     def identity(self) -> Identity:
         """The keys, unlocked when a message needs to sign or open something: a deployed
         ClientApp runs in a fresh process per message, and a keystore takes ~0.6 s to open."""
         return self.unlock()
+
+    @cached_property
+    def role(self) -> ParticipantRole:
+        train_fn = _train_fn(self.settings, self.load_data, self.index)
+        drills = [d for d in parse_drills(self.settings.drills, self.settings.num_participants)
+                  if d.participant == self.index]
+        if drills:
+            train_fn = drilled(train_fn, drills)
+        watch = self.watcher(lambda: self.identity) if self.watcher else None
+        return ParticipantRole(self.federation, lambda: self.identity, train_fn, _evaluate_fn(self.settings,
+                                                                                              self.load_data), watch)
 
 
 def is_deployed(node_config: Mapping[str, object]) -> bool:
@@ -95,20 +116,39 @@ def resolve_node(settings_json: str, node_config: Mapping[str, object]) -> Node:
     return _simulated_node(settings_json, int(str(node_config["partition-id"])))
 
 
+def check_settings(ledger: Ledger, settings: RunSettings) -> None:
+    """Refuses settings whose hash is not the federation's task hash: a participant trains
+    with what the consortium deployed, whatever the aggregator sends."""
+    expected, sent = ledger.parameters().task_hash, task_hash(settings.experiment)
+    if sent != expected:
+        raise UsageError(f"the aggregator asks to train with settings the federation {ledger.address} was not "
+                         f"deployed for (their hash is 0x{sent.hex()[:16]}…, the chain's task hash 0x"
+                         f"{expected.hex()[:16]}…): refused before touching any data")
+
+
 @lru_cache(maxsize=8)
 def _simulated_node(settings_json: str, index: int) -> Node:
     settings = RunSettings.from_json(settings_json)
-    consortium = SimulatedConsortium.derive(settings.seed, settings.num_participants, settings.num_validators)
+    if not settings.keys_dir:
+        raise UsageError("the run settings name no keys directory for the simulated participants")
+    consortium = _consortium(settings.keys_dir)
     chain = rpc.connect(settings.chain_url)
-    federation = Federation(Ledger.attach(chain, settings.contract), open_store(settings.store, None))
-    drills = tuple(parse_drills(settings.drills, settings.num_participants))
+    ledger = Ledger.attach(chain, settings.contract)
+    check_settings(ledger, settings)
+    federation = Federation(ledger, open_store(settings.store, None))
 
     def load_data() -> LocalData:
-        dataset = load_dataset(settings)
+        dataset = load_dataset(settings.experiment)
         return LocalData(dataset.participants[index], dataset.input_shape, dataset.num_classes)
 
     participant = consortium.participants[index]
-    return Node(index, participant.address, lambda: participant, federation, settings, drills, load_data)
+    watcher = (lambda identity: watch_in_thread(federation, identity, settings.commit_grace))
+    return Node(index, participant.address, lambda: participant, federation, settings, load_data, watcher=watcher)
+
+
+@lru_cache(maxsize=2)
+def _consortium(keys_dir: str) -> SimulatedConsortium:
+    return SimulatedConsortium.load(Path(keys_dir))
 
 
 @lru_cache(maxsize=8)
@@ -124,6 +164,7 @@ def _deployed_node(settings_json: str, keys: tuple[tuple[str, str], ...]) -> Nod
                          f"federation file names {federation_file.address}")
     chain = rpc.connect(config["chain-url"], expected_chain_id=federation_file.chain_id)
     ledger = federation_file.attach(chain)
+    check_settings(ledger, settings)
     keystore, password_file, x25519_key = Path(config["keystore"]), Path(config["password-file"]), Path(config["x25519-key"])
 
     def unlock() -> Identity:
@@ -131,26 +172,89 @@ def _deployed_node(settings_json: str, keys: tuple[tuple[str, str], ...]) -> Nod
         return Identity(account, read_key_file(x25519_key).private_key)
 
     address = _keystore_address(keystore) or unlock().address
-    index = ledger.member(address).index
+    member = ledger.member(address)
+    if not member.active or Role.PARTICIPANT not in member.roles:
+        raise UsageError(f"this site's account {address} is not an active participant of federation {ledger.address}")
+    index = member.index
     data_file, target = Path(config["data-file"]), config.get("target", DEFAULT_TARGET)
     if not data_file.is_file():
         raise UsageError(f"the data file {data_file} named by data-file does not exist")
-
     test_fraction = float(settings.task.get("test_fraction", 0.2))
+    store = LocalStore(Path(config["store-dir"]))
+    federation = Federation(ledger, store)
 
     def summarize() -> TableSummary:
         return summarize_table(data_file, target=target, seed=settings.seed, index=index, test_fraction=test_fraction)
 
     def load_data() -> LocalData:
-        if settings.preprocessing is None:
-            raise ProtocolError("the aggregator sent no shared preprocessing (features, classes, scaling): "
-                                "it must greet the participants first")
-        shared = json.dumps(settings.preprocessing, sort_keys=True)
-        return _table(str(data_file), target, settings.seed, index, test_fraction, shared)
+        shared = _agreed_preprocessing(federation, settings, address, summarize)
+        return _table(str(data_file), target, settings.seed, index, test_fraction, json.dumps(shared.to_dict()))
 
-    store = LocalStore(Path(config["store-dir"]))
-    return Node(index, address, unlock, Federation(ledger, store), settings, (), load_data, ships_blobs=True,
-                summarize=summarize)
+    def watcher(identity: Callable[[], Identity]) -> Callable[[SignedCommitment], None]:
+        return lambda signed: _watch_in_process(config, settings.commit_grace, signed)
+
+    return Node(index, address, unlock, federation, settings, load_data, ships_blobs=True, summarize=summarize,
+                watcher=watcher)
+
+
+def _agreed_preprocessing(federation: Federation, settings: RunSettings, address: str,
+                          summarize: Callable[[], TableSummary]) -> SharedPreprocessing:
+    """The features, classes and scaling every site derives from every site's signed
+    summary, after checking each signature, that every signer is an active participant,
+    that all of them are there, and that this site's own summary is what it said."""
+    if not settings.summaries:
+        raise ProtocolError("the aggregator sent no data summaries of the sites: it must greet them first")
+    try:
+        signed = {to_checksum_address(who): SignedSummary.from_record(record, to_checksum_address(who),
+                                                                     federation.address, federation.chain_id)
+                  for who, record in settings.summaries.items()}
+    except (MalformedMessage, ValueError) as refused:
+        raise ProtocolError(f"the sites' data summaries the aggregator sent are not all genuine: {refused}") from None
+    participants = {m.address for m in federation.ledger.members() if m.active and Role.PARTICIPANT in m.roles}
+    if set(signed) != participants:
+        raise ProtocolError(f"the aggregator sent data summaries of {sorted(signed)}, not of the federation's "
+                            f"participants {sorted(participants)}")
+    if signed[address].summary != summarize():
+        raise ProtocolError("the aggregator sent this site's data summary altered")
+    return SignedSummary.combine(signed)
+
+
+def _watch_in_process(config: Mapping[str, str], grace: float, signed: SignedCommitment) -> None:
+    """A deployed ClientApp's process ends with its reply, so a detached process keeps an eye
+    on the commitment and sends it itself if the aggregator does not relay it in time."""
+    command = [sys.executable, "-m", "clients.watch", "--keystore", config["keystore"],
+               "--password-file", config["password-file"], "--federation-file", config["federation-file"],
+               "--chain-url", config["chain-url"], "--grace", str(grace)]
+    process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    assert process.stdin is not None
+    process.stdin.write(json.dumps(Receipt(signed).to_record()).encode())
+    process.stdin.close()
+
+
+def _train_fn(settings: RunSettings, load_data: Callable[[], LocalData], index: int):  # type: ignore[no-untyped-def]
+    training: TrainingSettings = settings.training
+
+    def train_fn(base: Mapping[str, object], ticket: Ticket) -> Trained:
+        local = load_data()
+        model = build_model(local.input_shape, local.num_classes, settings.seed)
+        load_weights(model, base)  # type: ignore[arg-type]
+        report = train(model, local.data, training, seed=derive_seed(settings.seed, ticket.round, index),
+                       proximal_mu=settings.proximal_mu)
+        return Trained(model_weights(model), report.examples, {"loss": report.loss})
+
+    return train_fn
+
+
+def _evaluate_fn(settings: RunSettings, load_data: Callable[[], LocalData]):  # type: ignore[no-untyped-def]
+    def evaluate_fn(weights: Mapping[str, object]) -> Evaluated:
+        local = load_data()
+        model = build_model(local.input_shape, local.num_classes, settings.seed)
+        load_weights(model, weights)  # type: ignore[arg-type]
+        result = evaluate(model, local.data.test_x, local.data.test_y)
+        return Evaluated({"loss": result.loss, "accuracy": result.accuracy}, result.examples)
+
+    return evaluate_fn
 
 
 def _keystore_address(path: Path) -> str | None:

@@ -1,14 +1,18 @@
 """What every participant must agree on for a run, sent to ClientApps with each message.
 
-A JSON-able snapshot of the resolved config plus where the chain and the store are. In a
-simulation the participants' processes learn everything from it; nothing else is shared.
+`experiment` is the run's config without its `chain` and `storage` groups: what is trained
+and how. Its hash is the federation's task hash on chain, and a participant trains with
+nothing else: it checks the hash before it touches its data, so an aggregator cannot ask a
+site to train with settings (a learning rate, a number of epochs) the consortium did not
+deploy. The rest says where the chain and the store are; in a simulation, also where the
+run's secret keys are (a deployed site has its own, named by its SuperNode).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -16,6 +20,7 @@ from clients.data.dataset import FederatedDataset
 from fl_chain.errors import UsageError
 
 OPTIMIZERS = ("sgd", "adam")
+DEFAULT_COMMIT_GRACE = 30.0
 
 
 @dataclass(frozen=True)
@@ -44,25 +49,56 @@ class TrainingSettings:
 
 @dataclass(frozen=True)
 class RunSettings:
-    seed: int
-    num_participants: int
-    num_validators: int
+    experiment: dict[str, Any]
     chain_url: str
     contract: str
     store: dict[str, Any]  # the content store as every process opens it (fl_chain.storage.backends)
-    task: dict[str, Any]
-    partition: dict[str, Any]
-    proximal_mu: float
-    drills: list[dict[str, Any]] = field(default_factory=list)  # participant fault drills (clients/drills.py)
-    # deployments: the features, classes and standardization the sites agreed on (clients/data/preprocessing.py)
-    preprocessing: dict[str, Any] | None = None
+    keys_dir: str | None = None  # simulations: the run's keys/ (fl_chain/consortium.py)
+    # deployments: every site's signed data summary, by address (clients/data/preprocessing.py)
+    summaries: dict[str, dict[str, str]] | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str) -> RunSettings:
-        return cls(**json.loads(text))
+        try:
+            fields = json.loads(text)
+            return cls(**fields)
+        except (ValueError, TypeError) as error:
+            raise UsageError(f"the run settings sent with the request are malformed: {error}") from None
+
+    @property
+    def seed(self) -> int:
+        return int(self.experiment["seed"])
+
+    @property
+    def num_participants(self) -> int:
+        return int(self.experiment["num_participants"])
+
+    @property
+    def num_validators(self) -> int:
+        return int(self.experiment["num_validators"])
+
+    @property
+    def task(self) -> dict[str, Any]:
+        return dict(self.experiment["task"])
+
+    @property
+    def partition(self) -> dict[str, Any]:
+        return dict(self.experiment["partition"])
+
+    @property
+    def proximal_mu(self) -> float:
+        return float(self.experiment["strategy"]["proximal_mu"])
+
+    @property
+    def drills(self) -> list[dict[str, Any]]:
+        return list(self.experiment.get("drills") or [])
+
+    @property
+    def commit_grace(self) -> float:
+        return float(self.experiment.get("commit_grace", DEFAULT_COMMIT_GRACE))
 
     @property
     def training(self) -> TrainingSettings:
@@ -80,10 +116,12 @@ def training_settings(task: Mapping[str, Any]) -> TrainingSettings:
     )
 
 
-def load_dataset(settings: RunSettings) -> FederatedDataset:
-    """The run's data, split across participants (cached: the same in every process)."""
-    return _load_dataset(json.dumps(settings.task, sort_keys=True), json.dumps(settings.partition, sort_keys=True),
-                         settings.num_participants, settings.seed)
+def load_dataset(experiment: Mapping[str, Any]) -> FederatedDataset:
+    """The data an experiment config describes, split across participants (cached: the
+    same in every process)."""
+    return _load_dataset(json.dumps(experiment["task"], sort_keys=True),
+                         json.dumps(experiment["partition"], sort_keys=True),
+                         int(experiment["num_participants"]), int(experiment["seed"]))
 
 
 @lru_cache(maxsize=4)

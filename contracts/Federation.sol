@@ -8,6 +8,9 @@ pragma solidity 0.8.37;
 /// audit trail a verifier replays.
 /// @dev A content identifier (CIDv1, sha2-256) is carried as its 32-byte digest plus its
 /// multicodec (0x55 raw, 0x70 dag-pb). Sets of members are bitmaps over member indices.
+/// Every role may be malicious: a participant's weight is capped at admission, the
+/// aggregator must account for every commitment it saw, only validators admitted before a
+/// round opened (and drawn for its committee) attest it, and one dissent blocks acceptance.
 contract Federation {
     uint8 public constant ROLE_PARTICIPANT = 1;
     uint8 public constant ROLE_AGGREGATOR = 2;
@@ -21,7 +24,7 @@ contract Federation {
         Failed
     }
 
-    /// Why a commitment was refused; relayed batches skip refused entries and emit this.
+    /// Why a signed commitment was refused; relayed batches skip refused entries and emit this.
     enum Refusal {
         None,
         NotParticipant,
@@ -30,29 +33,56 @@ contract Federation {
         DeadlinePassed,
         AlreadyCommitted,
         BadSignature,
-        NoExamples
+        NoExamples,
+        TooManyExamples
     }
 
-    /// Why the aggregator left a committed update out of the aggregate; recorded by
-    /// `finalize` so that every commitment is accounted for and a left-out update is visible.
+    /// Why a committed update is not in the aggregate; recorded by `finalize` so that every
+    /// commitment is accounted for and a left-out update is visible.
     enum Exclusion {
         None,
         /// the blob could not be fetched intact from the content store, after retries
         Unavailable,
-        /// authentication failed: tampered or truncated, or not sealed for the recipients
+        /// authentication failed: tampered, truncated, not sealed for the recipients, or
+        /// sealed differently for different recipients
         Undecryptable,
         /// the header disagrees with the commitment (federation, chain, round, sender, examples)
         WrongHeader,
-        /// the tensors' names, dtypes or shapes differ from the round's base model
+        /// the tensors' names, dtypes or shapes differ from the round's base model, or do not decode
         WrongShape,
         /// the tensors hold NaN or infinite values
-        NonFinite
+        NonFinite,
+        /// the update is farther from the base model than the federation's norm bound
+        OutOfBounds,
+        /// committed after the aggregator read the round's commitments (set by the contract)
+        Late
+    }
+
+    /// What is fixed at deployment.
+    struct Parameters {
+        bytes32 taskHash;
+        uint32 aggregationRule;
+        uint32 quorum;
+        uint64 roundDuration;
+        uint32 attestationThreshold;
+        /// validators drawn per finalized attempt; 0: every eligible validator
+        uint32 committeeSize;
+        /// the most examples any member may ever claim in one commitment
+        uint64 maxExamples;
+        /// IEEE-754 binary64 bits of the largest L2 distance an update may have from its base model
+        uint64 updateNormBound;
     }
 
     struct Member {
         uint32 index;
         uint8 roles;
         bool active;
+        /// listed in `validatorList` (once, the first time it held the validator role)
+        bool listedValidator;
+        /// the block of its latest admission: it validates only rounds opened after it
+        uint64 since;
+        /// the most examples one of its commitments may claim
+        uint64 exampleCap;
         bytes32 x25519;
     }
 
@@ -67,6 +97,8 @@ contract Federation {
         uint32 globalCodec;
         /// the block that opened this attempt: where a reader starts scanning its events
         uint64 openedBlock;
+        /// attestations of another model than the finalized one: any one blocks acceptance
+        uint32 dissents;
         bytes32 baseDigest;
         bytes32 globalDigest;
         /// keccak chain over the accepted commitments, in order: lets a verifier prove that
@@ -99,15 +131,20 @@ contract Federation {
         "EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
     );
     bytes32 private constant NAME_HASH = keccak256("fl-chain Federation");
-    bytes32 private constant VERSION_HASH = keccak256("1");
+    bytes32 private constant VERSION_HASH = keccak256("2");
     uint256 private constant HALF_CURVE_ORDER =
         0x7fffffffffffffffffffffffffffffff5d576e7357a4501ddfe92f46681b20a0;
+    uint64 private constant DOUBLE_EXPONENT = 0x7ff0000000000000;
+    uint64 private constant DOUBLE_SIGN = 0x8000000000000000;
 
     bytes32 public immutable taskHash;
     uint32 public immutable aggregationRule;
     uint32 public immutable quorum;
     uint64 public immutable roundDuration;
     uint32 public immutable attestationThreshold;
+    uint32 public immutable committeeSize;
+    uint64 public immutable maxExamples;
+    uint64 public immutable updateNormBound;
     uint256 private immutable deployedChainId;
     bytes32 private immutable deployedDomainSeparator;
 
@@ -117,24 +154,17 @@ contract Federation {
 
     mapping(address => Member) private members;
     address[] private memberAddresses;
+    address[] private validatorList;
     mapping(uint64 => Round) private rounds;
     /// (round << 32 | attempt) => bitmap word => bits of member indices
     mapping(uint256 => mapping(uint256 => uint256)) private committedBits;
     mapping(uint256 => mapping(uint256 => uint256)) private includedBits;
+    mapping(uint256 => mapping(uint256 => uint256)) private committeeBits;
     mapping(uint256 => mapping(address => bool)) private attested;
 
-    event FederationCreated(
-        bytes32 taskHash,
-        uint32 aggregationRule,
-        uint32 quorum,
-        uint64 roundDuration,
-        uint32 attestationThreshold,
-        address admin,
-        bytes32 genesisDigest,
-        uint32 genesisCodec
-    );
+    event FederationCreated(Parameters parameters, address admin, bytes32 genesisDigest, uint32 genesisCodec);
     event AdminChanged(address indexed previous, address indexed next);
-    event MemberAdded(address indexed member, uint32 index, uint8 roles, bytes32 x25519);
+    event MemberAdded(address indexed member, uint32 index, uint8 roles, bytes32 x25519, uint64 exampleCap);
     event MemberRemoved(address indexed member, uint32 index);
     event AggregatorChanged(address indexed previous, address indexed next);
     event RoundOpened(
@@ -143,10 +173,14 @@ contract Federation {
     event Committed(
         uint64 indexed round, address indexed participant, bytes32 digest, uint32 codec, uint64 examples
     );
+    /// A signed commitment refused for a reason its signer answers for.
     event CommitmentRefused(uint64 indexed round, address indexed participant, Refusal reason);
+    /// A relayed entry whose signature is not `claimed`'s: it says nothing about `claimed`,
+    /// only that someone relayed bytes in its name.
+    event UnverifiedEntrySkipped(uint64 indexed round, address claimed);
     event Excluded(uint64 indexed round, address indexed participant, Exclusion reason);
     event Finalized(
-        uint64 indexed round, uint32 attempt, bytes32 digest, uint32 codec, uint256[] included
+        uint64 indexed round, uint32 attempt, bytes32 digest, uint32 codec, uint256[] included, address[] committee
     );
     event Attested(
         uint64 indexed round, address indexed validator, bytes32 digest, uint32 codec, bool agrees
@@ -158,22 +192,25 @@ contract Federation {
     error NotAdmin(address caller);
     error NotAggregator(address caller);
     error NotValidator(address caller);
+    error NotOnCommittee(uint64 round, address validator);
     error MemberExists(address member);
     error UnknownMember(address member);
     error LacksRole(address member, uint8 role);
     error LengthMismatch();
+    error WeakX25519Key(address member);
+    error ExampleCapAboveMaximum(address member, uint64 cap, uint64 maximum);
     error UnexpectedRound(uint64 given, uint64 expected);
     error RoundInProgress(uint64 round, RoundStatus status);
     error BaseNotAccepted(uint64 round, bytes32 givenDigest, bytes32 acceptedDigest);
     error Refused(uint64 round, address participant, Refusal reason);
     error RoundNotOpen(uint64 round, RoundStatus status);
     error NotCommitted(uint64 round, uint256 memberIndex);
-    error BelowQuorum(uint64 round, uint256 included, uint256 quorum);
     error ExclusionOutOfOrder(uint64 round, address participant);
-    error ExclusionWithoutReason(uint64 round, address participant);
+    error InvalidExclusionReason(uint64 round, address participant, Exclusion reason);
     error ExcludedNotCommitted(uint64 round, address participant);
     error ExcludedAndIncluded(uint64 round, address participant);
-    error CommitmentsUnaccounted(uint64 round, uint256 commitments, uint256 included, uint256 excluded);
+    error CommitmentsUnaccounted(uint64 round, uint256 seen, uint256 included, uint256 excluded);
+    error SeenTooMany(uint64 round, uint256 seen, uint256 commitments);
     error RoundNotFinalized(uint64 round, RoundStatus status);
     error AlreadyAttested(uint64 round, address validator);
     error CannotFail(uint64 round, RoundStatus status, uint64 notBefore);
@@ -188,24 +225,23 @@ contract Federation {
         _;
     }
 
-    constructor(
-        bytes32 taskHash_,
-        uint32 aggregationRule_,
-        uint32 quorum_,
-        uint64 roundDuration_,
-        uint32 attestationThreshold_,
-        address admin_,
-        bytes32 genesisDigest,
-        uint32 genesisCodec
-    ) {
-        if (quorum_ == 0 || roundDuration_ == 0 || attestationThreshold_ == 0 || admin_ == address(0)) {
+    constructor(Parameters memory parameters, address admin_, bytes32 genesisDigest, uint32 genesisCodec) {
+        if (
+            parameters.quorum == 0 || parameters.roundDuration == 0 || parameters.attestationThreshold == 0
+                || admin_ == address(0) || parameters.maxExamples == 0
+                || (parameters.committeeSize != 0 && parameters.committeeSize < parameters.attestationThreshold)
+                || !_positiveFinite(parameters.updateNormBound)
+        ) {
             revert InvalidParameters();
         }
-        taskHash = taskHash_;
-        aggregationRule = aggregationRule_;
-        quorum = quorum_;
-        roundDuration = roundDuration_;
-        attestationThreshold = attestationThreshold_;
+        taskHash = parameters.taskHash;
+        aggregationRule = parameters.aggregationRule;
+        quorum = parameters.quorum;
+        roundDuration = parameters.roundDuration;
+        attestationThreshold = parameters.attestationThreshold;
+        committeeSize = parameters.committeeSize;
+        maxExamples = parameters.maxExamples;
+        updateNormBound = parameters.updateNormBound;
         admin = admin_;
         deployedChainId = block.chainid;
         deployedDomainSeparator = _buildDomainSeparator();
@@ -213,10 +249,7 @@ contract Federation {
         genesis.status = RoundStatus.Accepted;
         genesis.globalDigest = genesisDigest;
         genesis.globalCodec = genesisCodec;
-        emit FederationCreated(
-            taskHash_, aggregationRule_, quorum_, roundDuration_, attestationThreshold_, admin_,
-            genesisDigest, genesisCodec
-        );
+        emit FederationCreated(parameters, admin_, genesisDigest, genesisCodec);
     }
 
     // ---------------------------------------------------------------- governance
@@ -227,17 +260,18 @@ contract Federation {
         admin = next;
     }
 
-    function addMember(address member, bytes32 x25519, uint8 roles) external onlyAdmin {
-        _addMember(member, x25519, roles);
-    }
-
-    function addMembers(address[] calldata member, bytes32[] calldata x25519, uint8[] calldata roles)
-        external
-        onlyAdmin
-    {
-        if (member.length != x25519.length || member.length != roles.length) revert LengthMismatch();
+    /// Admits members; a cap of 0 is the federation's maximum.
+    function addMembers(
+        address[] calldata member,
+        bytes32[] calldata x25519,
+        uint8[] calldata roles,
+        uint64[] calldata exampleCap
+    ) external onlyAdmin {
+        if (member.length != x25519.length || member.length != roles.length || member.length != exampleCap.length) {
+            revert LengthMismatch();
+        }
         for (uint256 i = 0; i < member.length; ++i) {
-            _addMember(member[i], x25519[i], roles[i]);
+            _addMember(member[i], x25519[i], roles[i], exampleCap[i]);
         }
     }
 
@@ -261,18 +295,27 @@ contract Federation {
     }
 
     /// Adding a removed member again reactivates it at its old index, so bitmaps stay valid.
-    function _addMember(address member, bytes32 x25519, uint8 roles) private {
+    function _addMember(address member, bytes32 x25519, uint8 roles, uint64 cap) private {
         if (member == address(0) || roles == 0 || roles > 7) revert InvalidParameters();
+        if (_weakX25519(x25519)) revert WeakX25519Key(member);
+        uint64 exampleCap = cap == 0 ? maxExamples : cap;
+        if (exampleCap > maxExamples) revert ExampleCapAboveMaximum(member, exampleCap, maxExamples);
         Member storage m = members[member];
         if (m.active) revert MemberExists(member);
         if (m.roles == 0) {
             m.index = uint32(memberAddresses.length);
             memberAddresses.push(member);
         }
+        if (roles & ROLE_VALIDATOR != 0 && !m.listedValidator) {
+            m.listedValidator = true;
+            validatorList.push(member);
+        }
         m.roles = roles;
         m.active = true;
+        m.since = uint64(block.number);
+        m.exampleCap = exampleCap;
         m.x25519 = x25519;
-        emit MemberAdded(member, m.index, roles, x25519);
+        emit MemberAdded(member, m.index, roles, x25519, exampleCap);
     }
 
     // ---------------------------------------------------------------- rounds
@@ -308,6 +351,7 @@ contract Federation {
             baseCodec: baseCodec,
             globalCodec: 0,
             openedBlock: uint64(block.number),
+            dissents: 0,
             baseDigest: baseDigest,
             globalDigest: bytes32(0),
             commitmentLog: bytes32(0)
@@ -315,7 +359,8 @@ contract Federation {
         emit RoundOpened(round, attempt, baseDigest, baseCodec, deadline);
     }
 
-    /// A participant commits its own update with its own transaction.
+    /// A participant commits its own update with its own transaction: it never depends on
+    /// the aggregator relaying it.
     function commit(uint64 round, bytes32 digest, uint32 codec, uint64 examples) external {
         Round storage rd = rounds[round];
         Refusal refusal = _roundRefusal(rd, rd.attempt);
@@ -332,8 +377,8 @@ contract Federation {
     }
 
     /// Anyone relays signed commitments to one attempt of one round in one transaction.
-    /// A refused entry does not sink the batch: it is skipped and `CommitmentRefused` says
-    /// why. A round that is not open (or past its deadline) refuses the whole batch.
+    /// A refused entry does not sink the batch: it is skipped and an event says why. A
+    /// round that is not open (or past its deadline) refuses the whole batch.
     function commitBatch(uint64 round, uint32 attempt, SignedCommitment[] calldata batch)
         external
         returns (uint256 accepted)
@@ -345,11 +390,13 @@ contract Federation {
         bytes32 log = rd.commitmentLog;
         for (uint256 i = 0; i < batch.length; ++i) {
             SignedCommitment calldata c = batch[i];
-            Refusal refusal = Refusal.BadSignature;
             bytes32 hash = _commitmentHash(separator, round, attempt, c.digest, c.codec, c.examples);
-            if (_recover(hash, c.r, c.vs) == c.participant) {
-                (refusal, log) = _record(round, attempt, log, c.participant, c.digest, c.codec, c.examples);
+            if (_recover(hash, c.r, c.vs) != c.participant) {
+                emit UnverifiedEntrySkipped(round, c.participant);
+                continue;
             }
+            Refusal refusal;
+            (refusal, log) = _record(round, attempt, log, c.participant, c.digest, c.codec, c.examples);
             if (refusal == Refusal.None) {
                 ++accepted;
             } else {
@@ -360,68 +407,72 @@ contract Federation {
         rd.commitments += uint32(accepted);
     }
 
-    /// Finalizes the open attempt of `round` with its global model. Every commitment of the
-    /// attempt is accounted for: it is either in `included` (a bitmap over member indices)
-    /// or in `excluded`, with a reason, in ascending participant address order.
+    /// Concludes the open attempt of `round`. The aggregator read the first `seen` of its
+    /// commitments (in chain order) and accounts for each: in `included` (a bitmap over
+    /// member indices) or in `excluded` with a reason, in ascending address order. Any
+    /// commitment after those is excluded here as late. With fewer included than the
+    /// quorum the attempt fails; otherwise it is finalized with its global model and its
+    /// attestation committee is drawn.
     function finalize(
         uint64 round,
         bytes32 digest,
         uint32 codec,
         uint256[] calldata included,
-        ExcludedUpdate[] calldata excluded
+        ExcludedUpdate[] calldata excluded,
+        uint32 seen
     ) external onlyAggregator {
         Round storage rd = rounds[round];
         if (rd.status != RoundStatus.Open) revert RoundNotOpen(round, rd.status);
-        uint256 session = _session(round, rd.attempt);
-        uint256 count = 0;
-        for (uint256 w = 0; w < included.length; ++w) {
-            uint256 bits = included[w];
-            uint256 stray = bits & ~committedBits[session][w];
-            if (stray != 0) revert NotCommitted(round, w * 256 + _lowestBit(stray));
-            if (bits != 0) includedBits[session][w] = bits;
-            count += _popcount(bits);
+        if (seen > rd.commitments) revert SeenTooMany(round, seen, rd.commitments);
+        uint256 count = _account(round, rd, included, excluded, seen);
+        rd.included = uint32(count);
+        if (count < quorum) {
+            emit RoundFailed(round, rd.attempt, RoundStatus.Open);
+            rd.status = RoundStatus.Failed;
+            return;
         }
-        if (excluded.length != 0) _exclude(round, session, excluded);
-        if (count + excluded.length != rd.commitments) {
-            revert CommitmentsUnaccounted(round, rd.commitments, count, excluded.length);
-        }
-        if (count < quorum) revert BelowQuorum(round, count, quorum);
         rd.status = RoundStatus.Finalized;
         rd.globalDigest = digest;
         rd.globalCodec = codec;
-        rd.included = uint32(count);
-        emit Finalized(round, rd.attempt, digest, codec, included);
+        _announce(round, rd, included);
     }
 
+    /// A committee validator attests the model it re-computed. Agreeing attestations
+    /// accept the round at the threshold, unless a committee member dissented first.
     function attest(uint64 round, bytes32 digest, uint32 codec) external {
         Member storage m = members[msg.sender];
-        if (!m.active || m.roles & ROLE_VALIDATOR == 0) revert NotValidator(msg.sender);
+        if (!m.active || m.roles & ROLE_VALIDATOR == 0 || msg.sender == aggregator) revert NotValidator(msg.sender);
         Round storage rd = rounds[round];
         if (rd.status != RoundStatus.Finalized && rd.status != RoundStatus.Accepted) {
             revert RoundNotFinalized(round, rd.status);
         }
         uint256 session = _session(round, rd.attempt);
+        if (!_onCommittee(m, rd, session)) revert NotOnCommittee(round, msg.sender);
         if (attested[session][msg.sender]) revert AlreadyAttested(round, msg.sender);
         attested[session][msg.sender] = true;
         bool agrees = digest == rd.globalDigest && codec == rd.globalCodec;
         emit Attested(round, msg.sender, digest, codec, agrees);
-        if (!agrees) return;
+        if (!agrees) {
+            rd.dissents += 1;
+            return;
+        }
         rd.attestations += 1;
-        if (rd.status == RoundStatus.Finalized && rd.attestations >= attestationThreshold) {
+        if (rd.status == RoundStatus.Finalized && rd.attestations >= attestationThreshold && rd.dissents == 0) {
             rd.status = RoundStatus.Accepted;
             latestAcceptedRound = round;
             emit Accepted(round, digest, codec);
         }
     }
 
-    /// Anyone may fail a round that cannot succeed any more: still open past its deadline
-    /// without the quorum, or not accepted within one more round duration after it.
+    /// Anyone may fail an attempt that cannot succeed any more: a finalized one a committee
+    /// validator dissented from, one still open past its deadline without the quorum, or
+    /// one not accepted within one more round duration after its deadline.
     function failRound(uint64 round) external {
         Round storage rd = rounds[round];
-        uint64 notBefore = rd.deadline;
-        bool quorumMissed = rd.status == RoundStatus.Open && rd.commitments < quorum;
-        if (!quorumMissed) notBefore = rd.deadline + roundDuration;
         bool failable = rd.status == RoundStatus.Open || rd.status == RoundStatus.Finalized;
+        uint64 notBefore = rd.deadline + roundDuration;
+        if (rd.status == RoundStatus.Open && rd.commitments < quorum) notBefore = rd.deadline;
+        if (rd.status == RoundStatus.Finalized && rd.dissents != 0) notBefore = 0;
         if (!failable || block.timestamp <= notBefore) revert CannotFail(round, rd.status, notBefore);
         emit RoundFailed(round, rd.attempt, rd.status);
         rd.status = RoundStatus.Failed;
@@ -433,13 +484,21 @@ contract Federation {
         return block.chainid == deployedChainId ? deployedDomainSeparator : _buildDomainSeparator();
     }
 
-    function memberOf(address member)
-        external
-        view
-        returns (uint32 index, uint8 roles, bool active, bytes32 x25519)
-    {
-        Member storage m = members[member];
-        return (m.index, m.roles, m.active, m.x25519);
+    function parameters() external view returns (Parameters memory) {
+        return Parameters({
+            taskHash: taskHash,
+            aggregationRule: aggregationRule,
+            quorum: quorum,
+            roundDuration: roundDuration,
+            attestationThreshold: attestationThreshold,
+            committeeSize: committeeSize,
+            maxExamples: maxExamples,
+            updateNormBound: updateNormBound
+        });
+    }
+
+    function memberOf(address member) external view returns (Member memory) {
+        return members[member];
     }
 
     /// Every member ever added (removed ones with `active` false), in index order.
@@ -449,14 +508,6 @@ contract Federation {
         for (uint256 i = 0; i < addresses.length; ++i) {
             details[i] = members[addresses[i]];
         }
-    }
-
-    function memberCount() external view returns (uint256) {
-        return memberAddresses.length;
-    }
-
-    function memberAt(uint256 index) external view returns (address) {
-        return memberAddresses[index];
     }
 
     function roundOf(uint64 round) external view returns (Round memory) {
@@ -471,6 +522,15 @@ contract Federation {
         return includedBits[_session(round, rounds[round].attempt)][word];
     }
 
+    /// Whether `validator` may attest the current attempt of `round` (once finalized).
+    function isOnCommittee(uint64 round, address validator) external view returns (bool) {
+        Round storage rd = rounds[round];
+        if (rd.status != RoundStatus.Finalized && rd.status != RoundStatus.Accepted) return false;
+        Member storage m = members[validator];
+        if (!m.active || m.roles & ROLE_VALIDATOR == 0 || validator == aggregator) return false;
+        return _onCommittee(m, rd, _session(round, rd.attempt));
+    }
+
     function hasAttested(uint64 round, address validator) external view returns (bool) {
         return attested[_session(round, rounds[round].attempt)][validator];
     }
@@ -482,17 +542,50 @@ contract Federation {
 
     // ---------------------------------------------------------------- internals
 
-    /// Checks and records the exclusions of a finalizing attempt. Ascending addresses rule
-    /// out duplicates without storage; with the count check in `finalize`, every commitment
-    /// is then either included or excluded, never both and never neither.
-    function _exclude(uint64 round, uint256 session, ExcludedUpdate[] calldata excluded) private {
+    /// Records the included set and the exclusions of a finalizing attempt; returns how
+    /// many are included. Every one of the `seen` commitments must be accounted for.
+    function _account(
+        uint64 round,
+        Round storage rd,
+        uint256[] calldata included,
+        ExcludedUpdate[] calldata excluded,
+        uint32 seen
+    ) private returns (uint256 count) {
+        uint256 session = _session(round, rd.attempt);
+        for (uint256 w = 0; w < included.length; ++w) {
+            uint256 bits = included[w];
+            uint256 stray = bits & ~committedBits[session][w];
+            if (stray != 0) revert NotCommitted(round, w * 256 + _lowestBit(stray));
+            if (bits != 0) includedBits[session][w] = bits;
+            count += _popcount(bits);
+        }
+        uint256[] memory excludedWords = _exclude(round, session, excluded);
+        if (count + excluded.length != seen) revert CommitmentsUnaccounted(round, seen, count, excluded.length);
+        if (seen < rd.commitments) _excludeLate(round, session, included, excludedWords);
+    }
+
+    function _announce(uint64 round, Round storage rd, uint256[] calldata included) private {
+        address[] memory committee = _drawCommittee(round, rd);
+        emit Finalized(round, rd.attempt, rd.globalDigest, rd.globalCodec, included, committee);
+    }
+
+    /// Checks and records the explicit exclusions of a finalizing attempt, and returns them
+    /// as a bitmap. Ascending addresses rule out duplicates without storage; with the count
+    /// check in `finalize`, every commitment seen is then either included or excluded.
+    function _exclude(uint64 round, uint256 session, ExcludedUpdate[] calldata excluded)
+        private
+        returns (uint256[] memory words)
+    {
+        words = new uint256[]((memberAddresses.length + 255) >> 8);
         address previous = address(0);
         for (uint256 i = 0; i < excluded.length; ++i) {
             address participant = excluded[i].participant;
             Exclusion reason = excluded[i].reason;
             if (participant <= previous) revert ExclusionOutOfOrder(round, participant);
             previous = participant;
-            if (reason == Exclusion.None) revert ExclusionWithoutReason(round, participant);
+            if (reason == Exclusion.None || reason == Exclusion.Late) {
+                revert InvalidExclusionReason(round, participant, reason);
+            }
             Member storage m = members[participant];
             uint256 word = m.index >> 8;
             uint256 bit = uint256(1) << (m.index & 255);
@@ -500,8 +593,70 @@ contract Federation {
                 revert ExcludedNotCommitted(round, participant);
             }
             if (includedBits[session][word] & bit != 0) revert ExcludedAndIncluded(round, participant);
+            words[word] |= bit;
             emit Excluded(round, participant, reason);
         }
+    }
+
+    /// Excludes, as late, every commitment neither included nor explicitly excluded.
+    function _excludeLate(
+        uint64 round,
+        uint256 session,
+        uint256[] calldata included,
+        uint256[] memory excludedWords
+    ) private {
+        for (uint256 w = 0; w < excludedWords.length; ++w) {
+            uint256 accounted = excludedWords[w] | (w < included.length ? included[w] : 0);
+            uint256 late = committedBits[session][w] & ~accounted;
+            while (late != 0) {
+                uint256 bit = _lowestBit(late);
+                late &= late - 1;
+                emit Excluded(round, memberAddresses[w * 256 + bit], Exclusion.Late);
+            }
+        }
+    }
+
+    /// Draws the attempt's committee: the `committeeSize` eligible validators whose
+    /// keccak(seed, address) is smallest, for a seed fixed by the chain, the federation,
+    /// the attempt and its commitment log, so every EVM re-executing the history draws the
+    /// same. With `committeeSize` 0 every eligible validator is on it and nothing is stored.
+    function _drawCommittee(uint64 round, Round storage rd) private returns (address[] memory committee) {
+        if (committeeSize == 0) return committee;
+        uint256 session = _session(round, rd.attempt);
+        bytes32 seed = keccak256(abi.encode(block.chainid, address(this), round, rd.attempt, rd.commitmentLog));
+        committee = new address[](committeeSize);
+        bytes32[] memory scores = new bytes32[](committeeSize);
+        uint256 drawn = 0;
+        for (uint256 i = 0; i < validatorList.length; ++i) {
+            address candidate = validatorList[i];
+            if (!_eligible(members[candidate], candidate, rd.openedBlock)) continue;
+            bytes32 score = keccak256(abi.encode(seed, candidate));
+            if (drawn == committeeSize && score >= scores[drawn - 1]) continue;
+            uint256 at = drawn < committeeSize ? drawn++ : drawn - 1;
+            while (at > 0 && scores[at - 1] > score) {
+                scores[at] = scores[at - 1];
+                committee[at] = committee[at - 1];
+                --at;
+            }
+            scores[at] = score;
+            committee[at] = candidate;
+        }
+        assembly ("memory-safe") {
+            mstore(committee, drawn)
+        }
+        for (uint256 i = 0; i < drawn; ++i) {
+            uint32 index = members[committee[i]].index;
+            committeeBits[session][index >> 8] |= uint256(1) << (index & 255);
+        }
+    }
+
+    function _eligible(Member storage m, address candidate, uint64 openedBlock) private view returns (bool) {
+        return m.active && m.roles & ROLE_VALIDATOR != 0 && m.since < openedBlock && candidate != aggregator;
+    }
+
+    function _onCommittee(Member storage m, Round storage rd, uint256 session) private view returns (bool) {
+        if (committeeSize == 0) return m.since < rd.openedBlock;
+        return committeeBits[session][m.index >> 8] & (uint256(1) << (m.index & 255)) != 0;
     }
 
     function _roundRefusal(Round storage rd, uint32 attempt) private view returns (Refusal) {
@@ -525,6 +680,7 @@ contract Federation {
         Member storage m = members[participant];
         if (!m.active || m.roles & ROLE_PARTICIPANT == 0) return (Refusal.NotParticipant, log);
         if (examples == 0) return (Refusal.NoExamples, log);
+        if (examples > m.exampleCap) return (Refusal.TooManyExamples, log);
         mapping(uint256 => uint256) storage bitmap = committedBits[_session(round, attempt)];
         uint256 word = m.index >> 8;
         uint256 bit = uint256(1) << (m.index & 255);
@@ -585,6 +741,26 @@ contract Federation {
         if (uint256(s) > HALF_CURVE_ORDER) return address(0);
         uint8 v = uint8((uint256(vs) >> 255) + 27);
         return ecrecover(digest, v, r, s);
+    }
+
+    /// Whether an X25519 public key (RFC 7748 wire bytes) is one of the points of small
+    /// order, or their non-canonical encodings, that give every sender the same shared
+    /// secret: such a key would open nothing and stop participants from sealing for it.
+    /// The top bit of the last byte is ignored by X25519, so it is masked first.
+    function _weakX25519(bytes32 key) private pure returns (bool) {
+        bytes32 k = key & ~bytes32(uint256(0x80));
+        return k == bytes32(0)
+            || k == 0x0100000000000000000000000000000000000000000000000000000000000000
+            || k == 0xe0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800
+            || k == 0x5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157
+            || k == 0xecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f
+            || k == 0xedffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f
+            || k == 0xeeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f;
+    }
+
+    /// A positive, finite IEEE-754 binary64 (not zero, NaN, infinite or negative).
+    function _positiveFinite(uint64 bits) private pure returns (bool) {
+        return bits != 0 && bits & DOUBLE_SIGN == 0 && bits & DOUBLE_EXPONENT != DOUBLE_EXPONENT;
     }
 
     function _buildDomainSeparator() private view returns (bytes32) {

@@ -175,12 +175,9 @@ class Demo:
     def _write_data_slices(self, orgs: Sequence[Path]) -> None:
         """Each organization's data: its share of breast_cancer as a CSV file of its own."""
         from aggregator.config import compose_experiment
-        from clients.settings import RunSettings, load_dataset
+        from clients.settings import load_dataset
 
-        config = compose_experiment(self.overrides)
-        dataset = load_dataset(RunSettings(seed=config["seed"], num_participants=self.participants,
-                                           num_validators=self.validators, chain_url="", contract="", store={},
-                                           task=config["task"], partition=config["partition"], proximal_mu=0.0))
+        dataset = load_dataset(compose_experiment(self.overrides))
         for org, share in zip(orgs, dataset.participants):
             rows = [*zip(share.train_x, share.train_y), *zip(share.test_x, share.test_y)]
             with open(org / "data.csv", "w", newline="") as handle:

@@ -56,7 +56,7 @@ def run_plain(settings: RunSettings, rounds: int) -> list[float]:
 
     @server_app.main()
     def main(grid: Grid, context: Context) -> None:
-        dataset = load_dataset(settings)
+        dataset = load_dataset(settings.experiment)
         model = build_model(dataset.input_shape, dataset.num_classes, settings.seed)
         everyone = settings.num_participants
         strategy = FedAvg(fraction_train=1.0, fraction_evaluate=1.0, min_train_nodes=everyone,

@@ -114,7 +114,10 @@ def decode_model(data: bytes) -> tuple[dict[str, np.ndarray], dict[str, str]]:
                 f"tensor {name!r} has dtype {entry['dtype']}; "
                 f"only {', '.join(sorted(_DTYPES))} are accepted"
             )
-        tensors[name] = np.frombuffer(entry["data"], dtype=dtype).reshape(entry["shape"])
+        try:
+            tensors[name] = np.frombuffer(entry["data"], dtype=dtype).reshape(entry["shape"])
+        except (ValueError, OverflowError, TypeError) as exc:  # e.g. a shape of [0, 2**62]: no array has it
+            raise InvalidModelFile(f"tensor {name!r} declares shape {entry['shape']}, which no array can have: {exc}") from None
     return dict(sorted(tensors.items())), _metadata(data)
 
 

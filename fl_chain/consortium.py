@@ -1,21 +1,34 @@
-"""A simulated consortium: every party's keys derived from the run's seed, never hard-coded.
+"""A simulated consortium: the admin, the aggregator and the participants one run plays.
 
-In a simulation one process plays every organization, so each needs its own Ethereum
-account and X25519 key; deriving them from (seed, role, index) makes a run reproducible
-from its config alone. Real deployments load keys from keystores instead.
+Nothing public derives a secret. The X25519 keys that open sealed updates are fresh for
+every run and live only in the run's `keys/` directory, so a published run without
+`keys/` discloses no update. Ethereum accounts are derived from the seed only on a chain
+the run starts itself (embedded, anvil): there they keep addresses, the contract address
+and so every global-model CID reproducible, and nobody else can reach that chain. On any
+other chain (`chain=rpc`) the accounts are fresh too, and seed-derived ones are refused:
+anyone who read the seed could otherwise act as every role and take the balances.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from eth_account import Account
 
 from fl_chain.chain.chain import Chain
 from fl_chain.chain.federation import FederationParameters, Role
 from fl_chain.chain.ledger import Ledger
+from fl_chain.errors import UsageError
 from fl_chain.identity import Identity
+from fl_chain.jsonfiles import read_json, write_private_json
+from fl_chain.keyfile import write_key_file
 from fl_chain.storage.cid import Cid
 
 MEMBERS_PER_TRANSACTION = 500
+KEYS_FORMAT = "fl-chain-consortium/1"
+KEYS_FILE = "consortium.json"
 
 
 @dataclass(frozen=True)
@@ -27,17 +40,20 @@ class SimulatedConsortium:
     aggregator: Identity
     participants: tuple[Identity, ...]
     num_validators: int
+    seed_accounts: bool  # accounts derived from the seed: only for a run's own development chain
 
     @classmethod
-    def derive(cls, seed: int, num_participants: int, num_validators: int) -> SimulatedConsortium:
+    def create(cls, seed: int, num_participants: int, num_validators: int, *,
+               seed_accounts: bool) -> SimulatedConsortium:
+        """Fresh X25519 keys; accounts from the seed when `seed_accounts`, else fresh."""
         namespace = f"fl-chain simulation seed {seed}"
-        return cls(
-            seed=seed,
-            admin=Identity.derive(namespace, "admin"),
-            aggregator=Identity.derive(namespace, "aggregator"),
-            participants=tuple(Identity.derive(namespace, f"participant-{i}") for i in range(num_participants)),
-            num_validators=num_validators,
-        )
+
+        def member(label: str) -> Identity:
+            account = Identity.derive(namespace, label).account if seed_accounts else Account.create()
+            return Identity(account, X25519PrivateKey.generate())
+
+        return cls(seed, member("admin"), member("aggregator"),
+                   tuple(member(f"participant-{i}") for i in range(num_participants)), num_validators, seed_accounts)
 
     @property
     def validators(self) -> tuple[Identity, ...]:
@@ -48,19 +64,60 @@ class SimulatedConsortium:
 
     @property
     def transacting_addresses(self) -> list[str]:
-        """Accounts that send their own transactions and so need a balance."""
-        return [self.admin.address, self.aggregator.address, *(v.address for v in self.validators)]
+        """Accounts that send their own transactions and so need a balance: participants
+        too, which commit themselves when the aggregator does not relay them in time."""
+        return [self.admin.address, self.aggregator.address, *(p.address for p in self.participants)]
 
-    def found(self, chain: Chain, parameters: FederationParameters, genesis_model: Cid) -> Ledger:
+    def found(self, chain: Chain, parameters: FederationParameters, genesis_model: Cid,
+              example_caps: list[int] | None = None) -> Ledger:
         """Deploys the federation, registers every member, and appoints the aggregator.
 
-        Members are added `MEMBERS_PER_TRANSACTION` at a time: about 71k gas each, so a
-        single transaction for a thousand would exceed a 60M block gas limit.
+        `example_caps[i]` is the most examples participant i may claim (its training set's
+        size in a simulation); members are added `MEMBERS_PER_TRANSACTION` at a time (about
+        75k gas each: a thousand in one transaction would exceed a 60M block gas limit).
         """
+        if self.seed_accounts and not chain.development:
+            raise UsageError(f"accounts derived from the seed may only act on a chain the run starts itself, not on "
+                             f"the {chain.backend} chain {chain.chain_id}: anyone who reads the seed could act as them")
+        caps = example_caps or [0] * len(self.participants)
         ledger = Ledger.deploy(chain, self.admin.account, parameters, genesis_model)
-        members = [(self.aggregator.address, self.aggregator.x25519_public, Role.AGGREGATOR)]
-        members += [(p.address, p.x25519_public, self.roles_of(i)) for i, p in enumerate(self.participants)]
+        members = [(self.aggregator.address, self.aggregator.x25519_public, Role.AGGREGATOR, 0)]
+        members += [(p.address, p.x25519_public, self.roles_of(i), caps[i]) for i, p in enumerate(self.participants)]
         for start in range(0, len(members), MEMBERS_PER_TRANSACTION):
             ledger.add_members(self.admin.account, members[start : start + MEMBERS_PER_TRANSACTION])
         ledger.set_aggregator(self.admin.account, self.aggregator.address)
         return ledger
+
+    # ------------------------------------------------------------ keys/
+
+    def save(self, directory: Path) -> None:
+        """The run's secrets: every account and X25519 key (keys/consortium.json), and the
+        aggregator's and validators' opening keys on their own for `flchain verify --key`."""
+        def entry(label: str, identity: Identity) -> dict[str, str]:
+            return {"label": label, "account": bytes(identity.account.key).hex(),
+                    "x25519": identity.x25519_private.private_bytes_raw().hex()}
+
+        members = [entry("admin", self.admin), entry("aggregator", self.aggregator)]
+        members += [entry(f"participant-{i}", p) for i, p in enumerate(self.participants)]
+        write_private_json(directory / KEYS_FILE, {"format": KEYS_FORMAT, "seed": self.seed,
+                                                   "num_validators": self.num_validators,
+                                                   "seed_accounts": self.seed_accounts, "members": members})
+        write_key_file(directory / "aggregator.json", self.aggregator, "aggregator")
+        for index, validator in enumerate(self.validators):
+            write_key_file(directory / f"validator-{index}.json", validator, "validator")
+
+    @classmethod
+    def load(cls, directory: Path) -> SimulatedConsortium:
+        path = directory / KEYS_FILE
+        document = read_json(path, "consortium key file")
+        try:
+            if document["format"] != KEYS_FORMAT:
+                raise ValueError(f"format {document['format']!r}")
+            identities = [Identity(Account.from_key(bytes.fromhex(m["account"])),
+                                   X25519PrivateKey.from_private_bytes(bytes.fromhex(m["x25519"])))
+                          for m in document["members"]]
+            admin, aggregator, *participants = identities
+            return cls(int(document["seed"]), admin, aggregator, tuple(participants), int(document["num_validators"]),
+                       bool(document["seed_accounts"]))
+        except (KeyError, TypeError, ValueError) as error:
+            raise UsageError(f"{path} is not a consortium key file ({KEYS_FORMAT}): {error}") from None

@@ -6,7 +6,15 @@ against one ephemeral key, HKDF-SHA256 and AES-256-GCM. The header (federation, 
 round, sender, schema, examples) stays in clear text so anyone can read it, and is
 authenticated by every wrapped key and by the payload.
 
-Byte layout (integers big-endian), version 1::
+Every recipient opens the same update or none does. AES-GCM is not key-committing, and a
+sender could wrap a different key (or garbage) for some recipients, so that the
+aggregator opens an update the validators cannot, or the reverse. So the ephemeral key is
+derived from the content key (which commits the envelope to that key), and a recipient
+that unwraps the content key re-derives the ephemeral key and re-wraps the content key for
+every listed recipient: any difference from the bytes in the envelope makes the whole
+envelope `InconsistentEnvelope` for everyone able to unwrap it, and unopenable for the rest.
+
+Byte layout (integers big-endian), version 2::
 
     magic            4   b"FLCE"
     version          1   1
@@ -16,7 +24,7 @@ Byte layout (integers big-endian), version 1::
     R times:
       public key    32   recipient X25519 public key (sorted ascending)
       wrapped key   48   AES-GCM(KEK_i, zero nonce, content key, AAD = wrap context)
-    ephemeral key   32   X25519 public key
+    ephemeral key   32   X25519 public key of HKDF-SHA256(content key, info = ephemeral domain)
     nonce           12   payload nonce
     ciphertext len   8   C >= 16
     ciphertext       C   AES-GCM(content key, nonce, safetensors bytes, AAD = all bytes above)
@@ -24,8 +32,9 @@ Byte layout (integers big-endian), version 1::
 KEK_i = HKDF-SHA256(X25519(ephemeral, recipient_i), info = domain | ephemeral | recipient_i).
 The wrap context is every field above except the wrapped keys, so each recipient
 authenticates the header, the recipient list, the ephemeral key and the nonce before
-decrypting the payload. A KEK is used once (one ephemeral key per message), which is why
-a zero nonce is safe for the wrap.
+decrypting the payload. A KEK is used once (one ephemeral key per content key, one
+content key per message), which is why a zero nonce is safe for the wrap; wrapping is
+then deterministic, which is what lets a recipient check the others' wraps.
 """
 
 from __future__ import annotations
@@ -49,6 +58,7 @@ from eth_utils import is_checksum_address, to_checksum_address
 
 from fl_chain.codec import decode_model, encode_model, schema_hash
 from fl_chain.errors import (
+    InconsistentEnvelope,
     InvalidHeader,
     MalformedEnvelope,
     NonFiniteValues,
@@ -66,7 +76,7 @@ from fl_chain.hashing import sha256_each
 FORMAT_VERSION = 1
 ENCODING = "safetensors"
 MAGIC = b"FLCE"
-ENVELOPE_VERSION = 1
+ENVELOPE_VERSION = 2
 
 KEY_SIZE = 32
 NONCE_SIZE = 12
@@ -76,8 +86,9 @@ MIN_RANDOMNESS = 32
 # AES-GCM in `cryptography` takes at most 2**31 - 1 bytes per call.
 MAX_PAYLOAD = 2**31 - 1 - TAG_SIZE
 
-_KEK_INFO = b"fl-chain/envelope/v1/kek"
-_SECRETS_INFO = b"fl-chain/envelope/v1/sealing-secrets"
+_KEK_INFO = b"fl-chain/envelope/v2/kek"
+_EPHEMERAL_INFO = b"fl-chain/envelope/v2/ephemeral"
+_SECRETS_INFO = b"fl-chain/envelope/v2/sealing-secrets"
 _WRAP_NONCE = bytes(NONCE_SIZE)
 
 
@@ -185,12 +196,13 @@ def seal(
 ) -> bytes:
     """Encrypt `tensors` for every X25519 public key in `recipients`.
 
-    Without `randomness` the content key, nonce and ephemeral key come from os.urandom.
-    With `randomness` (at least 32 secret bytes, e.g. derived from the participant's
-    seed and never published) they are derived by HKDF from it and a SHA-256 of the
-    header, the recipient list and the payload. Why: a replayed run then seals
-    byte-identical envelopes and gets identical content IDs, while any distinct message
-    still gets its own keys and nonce (so AES-GCM never reuses a nonce across messages).
+    Without `randomness` the content key and nonce come from os.urandom. With
+    `randomness` (at least 32 secret bytes, e.g. derived from the participant's own
+    X25519 key and never published) they are derived by HKDF from it and a SHA-256 of the
+    header, the recipient list and the payload. Why: sealing the same message again with
+    the same keys gives byte-identical envelopes and content IDs, while any distinct
+    message still gets its own keys and nonce (so AES-GCM never reuses a nonce across
+    messages). The ephemeral key always follows from the content key.
     """
     if header.schema_hash != schema_hash(tensors):
         raise SchemaMismatch(
@@ -216,21 +228,16 @@ def seal_encoded(
         )
 
     if randomness is None:
-        secrets = os.urandom(KEY_SIZE + NONCE_SIZE + KEY_SIZE)
+        secrets = os.urandom(KEY_SIZE + NONCE_SIZE)
     else:
         secrets = _derived_secrets(randomness, header_bytes, keys, payload)
     content_key = secrets[:KEY_SIZE]
     nonce = secrets[KEY_SIZE : KEY_SIZE + NONCE_SIZE]
-    ephemeral = X25519PrivateKey.from_private_bytes(secrets[KEY_SIZE + NONCE_SIZE :])
+    ephemeral = _ephemeral_of(content_key)
     ephemeral_public = ephemeral.public_key().public_bytes_raw()
 
     wrap_context = _wrap_context(header_bytes, keys, ephemeral_public, nonce)
-    wrapped = [
-        AESGCM(_kek(_shared_secret(ephemeral, key), ephemeral_public, key)).encrypt(
-            _WRAP_NONCE, content_key, wrap_context
-        )
-        for key in keys
-    ]
+    wrapped = [_wrap(content_key, ephemeral, ephemeral_public, key, wrap_context) for key in keys]
     recipients_field = [key + wrapped_key for key, wrapped_key in zip(keys, wrapped, strict=True)]
     prefix = _layout(header_bytes, recipients_field, ephemeral_public, nonce) + (
         len(payload) + TAG_SIZE
@@ -255,8 +262,9 @@ def open_envelope(
     """Authenticate, check against `expected` and decrypt an update.
 
     Order: parse, find this key among the recipients, unwrap the content key (which
-    authenticates the header), compare the header to `expected` (cheap rejections before
-    decrypting a large payload), decrypt, then check the tensors' schema and values.
+    authenticates the header), check that the content key is the one every recipient was
+    given, compare the header to `expected` (cheap rejections before decrypting a large
+    payload), decrypt, then check the tensors' schema and values.
     """
     envelope = _parse(blob)
     our_key = private_key.public_key().public_bytes_raw()
@@ -275,6 +283,7 @@ def open_envelope(
             f"the update from {envelope.header.sender} does not authenticate: its header, "
             "recipient list, ephemeral key, nonce or wrapped key was altered"
         ) from exc
+    _check_same_key_for_all(envelope, content_key)
 
     header = envelope.header
     _check_expected(header, expected)
@@ -400,6 +409,56 @@ def _recipient_keys(recipients: Sequence[bytes]) -> list[bytes]:
     return keys
 
 
+_PROBE = X25519PrivateKey.from_private_bytes(hashlib.sha256(b"fl-chain/envelope/probe").digest())
+
+
+def is_usable_recipient(key: bytes) -> bool:
+    """Whether an update can be sealed for `key`: 32 bytes and not a point of small order
+    (with which every sender would derive the same, public, shared secret)."""
+    if len(key) != KEY_SIZE:
+        return False
+    try:
+        _PROBE.exchange(X25519PublicKey.from_public_bytes(bytes(key)))
+    except ValueError:
+        return False
+    return True
+
+
+def _ephemeral_of(content_key: bytes) -> X25519PrivateKey:
+    """The ephemeral key follows from the content key: the key commitment of the envelope."""
+    derived = HKDF(algorithm=hashes.SHA256(), length=KEY_SIZE, salt=None, info=_EPHEMERAL_INFO).derive(content_key)
+    return X25519PrivateKey.from_private_bytes(derived)
+
+
+def _wrap(content_key: bytes, ephemeral: X25519PrivateKey, ephemeral_public: bytes, recipient: bytes,
+          wrap_context: bytes) -> bytes:
+    kek = _kek(_shared_secret(ephemeral, recipient), ephemeral_public, recipient)
+    return AESGCM(kek).encrypt(_WRAP_NONCE, content_key, wrap_context)
+
+
+def _check_same_key_for_all(envelope: _ParsedEnvelope, content_key: bytes) -> None:
+    """Re-derives the ephemeral key and every recipient's wrap from the unwrapped content
+    key: a sender that sealed different keys for different recipients is caught by each
+    recipient that can unwrap, so no two recipients ever open different updates."""
+    ephemeral = _ephemeral_of(content_key)
+    sender = envelope.header.sender
+    if ephemeral.public_key().public_bytes_raw() != envelope.ephemeral_public:
+        raise InconsistentEnvelope(
+            f"the update from {sender} does not commit to its content key (its ephemeral key does not follow "
+            "from it): recipients could open different updates"
+        )
+    for recipient, wrapped in envelope.wrapped_keys.items():
+        try:
+            expected = _wrap(content_key, ephemeral, envelope.ephemeral_public, recipient, envelope.wrap_context)
+        except UsageError:  # a recipient key of small order: nobody can be sealed for it
+            expected = b""
+        if expected != wrapped:
+            raise InconsistentEnvelope(
+                f"the update from {sender} wraps its content key differently for recipient {recipient.hex()[:16]}…: "
+                "recipients would not all open the same update"
+            )
+
+
 def _shared_secret(ephemeral: X25519PrivateKey, recipient_public: bytes) -> bytes:
     try:
         return ephemeral.exchange(X25519PublicKey.from_public_bytes(recipient_public))
@@ -462,7 +521,7 @@ def _derived_secrets(
     digest.update(b"".join(sha256_each(chunks)))  # chunked so both cores hash a large update
     return HKDF(
         algorithm=hashes.SHA256(),
-        length=2 * KEY_SIZE + NONCE_SIZE,
+        length=KEY_SIZE + NONCE_SIZE,
         salt=digest.digest(),
         info=_SECRETS_INFO,
     ).derive(bytes(randomness))

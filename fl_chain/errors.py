@@ -41,6 +41,18 @@ class BlobCorrupted(StoreError):
     """The stored bytes do not hash to the CID they are stored under."""
 
 
+class BlobTooLarge(StoreError):
+    """A blob declares more bytes than the reader accepts, so none of its content is read."""
+
+
+class MalformedDag(StoreError):
+    """A blob's blocks are intact but do not form a file this project reads.
+
+    Sizes that do not add up, empty chunks, too many links or levels: what a crafted DAG
+    uses to expand a few kilobytes of blocks into terabytes of content.
+    """
+
+
 class InvalidCid(UsageError):
     """A string is not a CID this project understands."""
 
@@ -99,6 +111,15 @@ class SchemaMismatch(EnvelopeError):
 
 class NonFiniteValues(EnvelopeError):
     """A tensor in the update holds NaN or infinite values."""
+
+
+class InconsistentEnvelope(TamperedEnvelope):
+    """The content key was wrapped differently for different recipients (or does not match
+    the envelope's key commitment): recipients would not all open the same update."""
+
+
+class OutOfBounds(EnvelopeError):
+    """An update is farther from its base model than the federation's norm bound allows."""
 
 
 class AggregationError(FlChainError):

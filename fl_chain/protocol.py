@@ -10,10 +10,17 @@ One module for every role, so a newcomer reads a round in order:
    CIDs the chain recorded, never by what a transport handed it, retrying a fetch before
    it gives up on a blob (`relay`, `collect`);
 4. it **aggregates** deterministically, stores the global model and **finalizes** the
-   round with the included set and, for every other commitment, the reason it was
-   excluded (`aggregate`, `finalize`);
-5. validators re-compute the aggregate from the chain and the store and **attest** the
-   CID they get; k equal attestations make the model accepted (`recompute`, `attest`).
+   round with the included set and, for every other commitment it read, the reason it was
+   excluded; commitments after those are excluded by the contract as late, and an attempt
+   with fewer valid updates than the quorum fails instead (`aggregate`, `finalize`);
+5. validators **judge** the finalized attempt from the chain and the store alone: they
+   re-open every update (excluded ones too), re-aggregate what should have been included,
+   and **attest** the CID they get; k equal attestations from the attempt's committee,
+   and no dissent, make the model accepted (`judge`, `attest`).
+
+Every update is judged by `open_update` against the round's `UpdateRules` (the base
+model's schema, the federation's norm bound, a size cap), so the aggregator, each
+validator and the auditor reach the same verdict on the same bytes.
 
 Nothing here knows how messages travel (Flower, or anything else).
 """
@@ -34,13 +41,16 @@ from fl_chain.chain.commitment import SignedCommitment
 from fl_chain.chain.federation import CommitmentRecord, ExclusionReason, RelayOutcome, Role, RoundStatus
 from fl_chain.chain.ledger import Ledger
 from fl_chain.codec import decode_model, encode_model, schema_hash
-from fl_chain.envelope import ExpectedUpdate, UpdateHeader, open_envelope, seal_encoded
+from fl_chain.envelope import ExpectedUpdate, UpdateHeader, is_usable_recipient, open_envelope, seal_encoded
 from fl_chain.errors import (
+    BlobTooLarge,
     EnvelopeError,
     FlChainError,
     InvalidModelFile,
+    MalformedDag,
     NonFiniteValues,
     NotARecipient,
+    OutOfBounds,
     SchemaMismatch,
     StoreError,
     TamperedEnvelope,
@@ -51,8 +61,10 @@ from fl_chain.errors import (
     WrongSender,
 )
 from fl_chain.identity import Identity
+from fl_chain.messages import Ticket
 from fl_chain.storage.blockstore import ContentStore
-from fl_chain.storage.cid import Cid
+from fl_chain.storage.cid import RAW, Cid
+from fl_chain.storage.dag import MAX_BLOB_BYTES
 from fl_chain.storage.unixfs import cid_of
 from fl_chain.timing import Stopwatch, timed
 
@@ -82,16 +94,6 @@ class Federation:
     @property
     def chain_id(self) -> int:
         return self.ledger.chain.chain_id
-
-
-@dataclass(frozen=True)
-class RoundTicket:
-    """What the aggregator announces to participants; each checks it against the chain."""
-
-    round: int
-    attempt: int
-    base: Cid
-    deadline: int
 
 
 @dataclass(frozen=True)
@@ -130,12 +132,45 @@ NO_RETRIES = FetchRetries(attempts=1, first_delay=0.0, max_delay=0.0)
 
 @dataclass(frozen=True)
 class CollectedUpdates:
+    """The updates of the first `seen` commitments of a round, opened or excluded."""
+
     updates: tuple[WeightedUpdate, ...]
     exclusions: tuple[Exclusion, ...]
+    seen: int = 0
 
     @property
     def included(self) -> list[str]:
         return [update.sender for update in self.updates]
+
+
+# A global model's blob may be a little larger than its base (metadata) and an update's is
+# its tensors plus the envelope; anything far beyond that is refused before it is read.
+BLOB_SLACK = 8 << 20
+
+
+@dataclass(frozen=True)
+class UpdateRules:
+    """What every update of a round must be, from the chain: the base model's tensor schema,
+    within `norm_bound` (L2, float64) of the base model, and at most `max_blob` bytes."""
+
+    base: Mapping[str, np.ndarray]
+    schema: str
+    norm_bound: float
+    max_blob: int
+
+    @classmethod
+    def of(cls, federation: Federation, base: Mapping[str, np.ndarray]) -> UpdateRules:
+        size = sum(np.asarray(tensor).nbytes for tensor in base.values())
+        return cls(base, schema_hash(base), federation.ledger.parameters().update_norm_bound, 2 * size + BLOB_SLACK)
+
+
+def distance(update: Tensors, base: Tensors) -> float:
+    """The L2 distance of an update from its base model, over every tensor, in float64."""
+    total = 0.0
+    for name in sorted(base):
+        difference = np.asarray(update[name], dtype=np.float64) - np.asarray(base[name], dtype=np.float64)
+        total += float(np.dot(difference.ravel(), difference.ravel()))
+    return float(np.sqrt(total))
 
 
 # ---------------------------------------------------------------- global models
@@ -167,19 +202,23 @@ def load_model(store: ContentStore, cid: Cid) -> dict[str, np.ndarray]:
     return tensors
 
 
+def model_rules(federation: Federation, base: Cid) -> UpdateRules:
+    return UpdateRules.of(federation, load_model(federation.store, base))
+
+
 # ---------------------------------------------------------------- 1. open
 
 
-def open_round(federation: Federation, aggregator: Identity, round_number: int) -> RoundTicket:
+def open_round(federation: Federation, aggregator: Identity, round_number: int) -> Ticket:
     _, base = federation.ledger.latest_accepted()
     state = federation.ledger.open_round(aggregator.account, round_number, base)
-    return RoundTicket(round_number, state.attempt, base, state.deadline)
+    return Ticket(round_number, state.attempt, base, state.deadline)
 
 
 # ---------------------------------------------------------------- 2. commit (participant)
 
 
-def fetch_global_model(federation: Federation, ticket: RoundTicket) -> dict[str, np.ndarray]:
+def fetch_global_model(federation: Federation, ticket: Ticket) -> dict[str, np.ndarray]:
     """The model to train from, after checking the announcement against the chain."""
     state = federation.ledger.round(ticket.round)
     if state.status != RoundStatus.OPEN or state.attempt != ticket.attempt:
@@ -194,27 +233,33 @@ def fetch_global_model(federation: Federation, ticket: RoundTicket) -> dict[str,
     return load_model(federation.store, ticket.base)
 
 
-def update_recipients(federation: Federation) -> list[bytes]:
-    """X25519 keys that may open updates: the current aggregator's and every validator's."""
+def update_recipients(federation: Federation, opened_block: int | None = None) -> list[bytes]:
+    """X25519 keys that may open updates: the current aggregator's and every validator's
+    (with `opened_block`, only validators admitted before the round opened: the others
+    cannot attest it, so they need not read it). A key nobody can seal for (a point of
+    small order) is skipped: one bad member card must not stop everyone from sealing."""
     aggregator = federation.ledger.aggregator()
     keys = {
         member.x25519
         for member in federation.ledger.members()
-        if member.active and (member.address == aggregator or Role.VALIDATOR in member.roles)
+        if member.active and (member.address == aggregator or (
+            Role.VALIDATOR in member.roles and (opened_block is None or member.since < opened_block)))
     }
-    return sorted(keys)
+    return sorted(key for key in keys if is_usable_recipient(key))
 
 
 def sealing_randomness(identity: Identity) -> bytes:
-    """Secret, per-participant randomness for sealing, so that a re-run with the same keys
-    produces byte-identical envelopes (and CIDs) while content keys stay unique per message."""
-    return hmac.new(bytes(identity.account.key), b"fl-chain/sealing-randomness/v1", hashlib.sha256).digest()
+    """Secret, per-participant randomness for sealing, from its own X25519 key (a secret of
+    the run, never derived from anything public), so that sealing the same update again
+    gives the same envelope and CID while content keys stay unique per message."""
+    secret = identity.x25519_private.private_bytes_raw()
+    return hmac.new(secret, b"fl-chain/sealing-randomness/v2", hashlib.sha256).digest()
 
 
 def commit_update(
     federation: Federation,
     participant: Identity,
-    ticket: RoundTicket,
+    ticket: Ticket,
     tensors: Tensors,
     examples: int,
     stopwatch: Stopwatch | None = None,
@@ -227,7 +272,7 @@ def commit_update(
     """
     if recipients is None:
         with timed(stopwatch, "recipients"):
-            recipients = update_recipients(federation)
+            recipients = update_recipients(federation, federation.ledger.round(ticket.round).opened_block)
     header = UpdateHeader(
         federation=federation.address,
         chain_id=federation.chain_id,
@@ -260,32 +305,33 @@ def collect(
     federation: Federation,
     opener: X25519PrivateKey,
     round_number: int,
-    base_model: Tensors,
+    rules: UpdateRules,
     only: Iterable[str] | None = None,
     stopwatch: Stopwatch | None = None,
     retries: FetchRetries = DEFAULT_RETRIES,
 ) -> CollectedUpdates:
     """Fetches and opens the updates the chain says were committed in this round.
 
-    An update that cannot be fetched (after `retries`) or opened is excluded with its
-    reason, not fatal: one participant's bad blob must not stop the round.
+    An update that cannot be fetched (after `retries`), opened or that breaks the round's
+    rules is excluded with its reason, not fatal: one participant's bad blob must not stop
+    the round. `seen` is how many commitments the chain held when they were read.
     """
     wanted = {address.lower() for address in only} if only is not None else None
-    expected_schema = schema_hash(base_model)
+    records = federation.ledger.commitments(round_number)
     updates, exclusions = [], []
-    for record in federation.ledger.commitments(round_number):
+    for record in records:
         if wanted is not None and record.participant.lower() not in wanted:
             continue
-        outcome = open_update(federation, opener, record, expected_schema, retries, stopwatch)
+        outcome = open_update(federation, opener, record, rules, retries, stopwatch)
         (exclusions if isinstance(outcome, Exclusion) else updates).append(outcome)
-    return CollectedUpdates(tuple(updates), tuple(exclusions))
+    return CollectedUpdates(tuple(updates), tuple(exclusions), len(records))
 
 
 def open_update(
     federation: Federation,
     opener: X25519PrivateKey,
     record: CommitmentRecord,
-    expected_schema: str,
+    rules: UpdateRules,
     retries: FetchRetries = DEFAULT_RETRIES,
     stopwatch: Stopwatch | None = None,
 ) -> WeightedUpdate | Exclusion:
@@ -299,35 +345,43 @@ def open_update(
         chain_id=federation.chain_id,
         round=record.round,
         sender=record.participant,
-        schema_hash=expected_schema,
+        schema_hash=rules.schema,
     )
     try:
         with timed(stopwatch, "fetch_updates"):
-            blob = fetch_blob(federation.store, record.cid, retries)
+            blob = fetch_blob(federation.store, record.cid, retries, rules.max_blob)
         with timed(stopwatch, "open_updates"):
             opened = open_envelope(blob, opener, expected)
-        if opened.header.examples != record.examples:
-            raise WrongExamples(
-                f"the update of {record.participant} claims {opened.header.examples} examples, "
-                f"its commitment {record.examples}"
-            )
+            if opened.header.examples != record.examples:
+                raise WrongExamples(
+                    f"the update of {record.participant} claims {opened.header.examples} examples, "
+                    f"its commitment {record.examples}"
+                )
+            moved = distance(opened.tensors, rules.base)
+            if not moved <= rules.norm_bound:
+                raise OutOfBounds(f"the update of {record.participant} is {moved:.6g} from the base model, "
+                                  f"beyond the federation's bound of {rules.norm_bound:g}")
     except (StoreError, EnvelopeError, ProtocolError) as error:
         code = exclusion_code(error)
         return Exclusion(record.participant, f"{code.explain(record.participant, record.round)}: {error}", code)
     return WeightedUpdate(record.participant, record.examples, opened.tensors)
 
 
-def fetch_blob(store: ContentStore, cid: Cid, retries: FetchRetries = DEFAULT_RETRIES) -> bytes:
+def fetch_blob(store: ContentStore, cid: Cid, retries: FetchRetries = DEFAULT_RETRIES,
+               max_size: int = MAX_BLOB_BYTES) -> bytes:
     """A blob by CID, fetched again after a short wait while the store fails (missing,
-    corrupted or unreachable); the last failure is raised, saying how often it was tried."""
+    corrupted or unreachable); the last failure is raised, saying how often it was tried.
+    A blob declaring more than `max_size` bytes is refused at once, without reading it."""
     delays = retries.delays()
     for delay in delays:
         try:
-            return store.get(cid)
+            return store.get(cid, max_size=max_size)
+        except (BlobTooLarge, MalformedDag):  # the same bytes, the same verdict: no point asking again
+            raise
         except StoreError:
             time.sleep(delay)
     try:
-        return store.get(cid)
+        return store.get(cid, max_size=max_size)
     except StoreError as error:
         if not delays:
             raise
@@ -347,6 +401,7 @@ _EXCLUSION_CODES: tuple[tuple[type[FlChainError], ExclusionReason], ...] = (
     (SchemaMismatch, ExclusionReason.WRONG_SHAPE),  # declared or actual schema differs from the base model's
     (InvalidModelFile, ExclusionReason.WRONG_SHAPE),  # authentic, but the payload holds no tensors we read
     (NonFiniteValues, ExclusionReason.NON_FINITE),
+    (OutOfBounds, ExclusionReason.OUT_OF_BOUNDS),
 )
 
 
@@ -374,39 +429,93 @@ def finalize(
     aggregator: Identity,
     round_number: int,
     global_model: Cid,
-    included: Sequence[str],
-    exclusions: Sequence[Exclusion],
-) -> None:
-    """Records the round's result; the contract refuses it unless every commitment is
-    included or excluded with its reason code."""
-    uncoded = [exclusion.participant for exclusion in exclusions if exclusion.code is None]
+    collected: CollectedUpdates,
+) -> RoundStatus:
+    """Records the round's result: every commitment the aggregator read is included or
+    excluded with its reason code (later ones the contract excludes as late). With fewer
+    valid updates than the quorum the attempt fails; returns FINALIZED or FAILED."""
+    uncoded = [exclusion.participant for exclusion in collected.exclusions if exclusion.code is None]
     if uncoded:
         raise ProtocolError(
             f"round {round_number}: {', '.join(uncoded)} cannot be excluded on chain without a reason code "
             "(a refused commitment was never committed, so it is not an exclusion)"
         )
-    excluded = [(exclusion.participant, exclusion.code) for exclusion in exclusions if exclusion.code is not None]
-    federation.ledger.finalize(aggregator.account, round_number, global_model, included, excluded)
+    excluded = [(exclusion.participant, exclusion.code) for exclusion in collected.exclusions
+                if exclusion.code is not None]
+    federation.ledger.finalize(aggregator.account, round_number, global_model, collected.included, excluded,
+                               seen=collected.seen)
+    return federation.ledger.round(round_number).status
 
 
-# ---------------------------------------------------------------- 5. validate and attest
+# ---------------------------------------------------------------- 5. judge and attest
+
+# What a validator attests when the attempt should not have been finalized at all (fewer
+# valid updates than the quorum): a CID no aggregate can have, so the attestation dissents.
+NO_VALID_AGGREGATE = Cid(RAW, hashlib.sha256(b"fl-chain: this attempt has no valid aggregate").digest())
 
 
-def recompute(federation: Federation, validator: Identity, round_number: int) -> Cid:
-    """Re-computes a finalized round from the chain and the store alone.
+@dataclass(frozen=True)
+class Judgement:
+    """A validator's verdict on a finalized attempt: the model it attests (its own
+    aggregate of what should be included) and what it found wrong, if anything."""
 
-    The validator trusts nothing the aggregator said: it reads the included set and the
-    commitments from the chain, opens the updates with its own key, and averages them.
+    model: Cid
+    disputes: tuple[str, ...] = ()
+
+
+def judge(federation: Federation, validator: Identity, round_number: int,
+          retries: FetchRetries = DEFAULT_RETRIES) -> Judgement:
+    """Re-judges a finalized attempt from the chain and the store alone.
+
+    The validator trusts nothing the aggregator said: it reads the commitments, the
+    included set and the exclusions from the chain and opens every update with its own
+    key. An excluded update that is valid (except one excluded as unavailable: when a
+    blob appeared cannot be judged later), a late exclusion of a commitment the
+    aggregator had read, or an included update that is not valid, is a dispute: the
+    validator then aggregates what should have been included, so its attestation
+    dissents. An update it cannot fetch itself makes it refuse to judge (ProtocolError).
     """
     state = federation.ledger.round(round_number)
     if state.status not in (RoundStatus.FINALIZED, RoundStatus.ACCEPTED) or state.base is None:
-        raise ProtocolError(f"round {round_number} is {state.status.name.lower()}, not finalized: nothing to validate")
-    included = federation.ledger.included(round_number)
-    collected = collect(federation, validator.x25519_private, round_number, load_model(federation.store, state.base), included)
-    if collected.exclusions:
-        reasons = "; ".join(f"{e.participant}: {e.reason}" for e in collected.exclusions)
-        raise ProtocolError(f"round {round_number} includes updates that do not open: {reasons}")
-    return cid_of(encode_global_model(federation, round_number, federated_average(collected.updates)))
+        raise ProtocolError(f"round {round_number} is {state.status.name.lower()}, not finalized: nothing to judge")
+    records = federation.ledger.commitments(round_number)
+    exclusions = dict(federation.ledger.exclusions(round_number))
+    included = set(federation.ledger.included(round_number))
+    rules = model_rules(federation, state.base)
+    disputes: list[str] = []
+    valid: list[WeightedUpdate] = []
+    last_accounted = max((i for i, r in enumerate(records) if exclusions.get(r.participant) != ExclusionReason.LATE),
+                         default=-1)
+    for position, record in enumerate(records):
+        claimed = exclusions.get(record.participant)
+        outcome = open_update(federation, validator.x25519_private, record, rules, retries)
+        if isinstance(outcome, Exclusion) and outcome.code == ExclusionReason.UNAVAILABLE and (
+                claimed is None or claimed not in (ExclusionReason.UNAVAILABLE, ExclusionReason.LATE)):
+            raise ProtocolError(f"round {round_number}: cannot judge, {outcome.reason}")
+        if record.participant in included:
+            if isinstance(outcome, Exclusion):
+                disputes.append(f"{record.participant} is included but its update is not valid: {outcome.reason}")
+            else:
+                valid.append(outcome)
+            continue
+        if isinstance(outcome, Exclusion):
+            continue  # excluded, and rightly so (whatever the exact code, it is not a valid update)
+        if claimed == ExclusionReason.UNAVAILABLE:
+            continue
+        if claimed == ExclusionReason.LATE and position > last_accounted:
+            continue
+        reason = "late" if claimed == ExclusionReason.LATE else (claimed.label if claimed else "no reason")
+        disputes.append(f"{record.participant} was excluded ({reason}) but its update is valid")
+        valid.append(outcome)
+    if len(valid) < federation.ledger.parameters().quorum:
+        return Judgement(NO_VALID_AGGREGATE, (*disputes, f"only {len(valid)} valid updates, below the quorum"))
+    model = cid_of(encode_global_model(federation, round_number, federated_average(valid)))
+    return Judgement(model, tuple(disputes))
+
+
+def recompute(federation: Federation, validator: Identity, round_number: int) -> Cid:
+    """The model a validator attests for a finalized round (see `judge`)."""
+    return judge(federation, validator, round_number).model
 
 
 def attest(federation: Federation, validator: Identity, round_number: int, global_model: Cid) -> int:

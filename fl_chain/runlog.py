@@ -1,19 +1,27 @@
-"""A run's record: metrics.csv and rounds.jsonl as the run goes, summary.json at its end.
+"""A run's record: metrics.csv, rounds.jsonl and evaluations.jsonl as the run goes, summary.json at its end.
 
 metrics.csv has one row per participant per round (scope "participant") and one per
 round (scope "round"); empty cells are figures that do not apply to that scope. Rows are
 appended and flushed as they happen, so an interrupted run keeps what it measured, and
 rounds.jsonl keeps each finished round's summary so a resumed run can write the same
-summary.json an uninterrupted one would.
+summary.json an uninterrupted one would. evaluations.jsonl keeps every participant's
+signed evaluation of each accepted model: the evidence the round's accuracy and loss
+rest on (`flchain verify` recomputes them from it; timings and gas are the aggregator's
+own measurements and are reported as such).
 """
 
 from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from fl_chain.messages import Evaluation
+
+EVALUATIONS_FILE = "evaluations.jsonl"
 
 STAGES = (
     "fetch", "train", "encode", "encrypt", "store", "sign", "open_round", "relay", "collect", "fetch_updates",
@@ -51,11 +59,13 @@ class RunLog:
         self.run_dir = Path(run_dir)
         self._metrics = self.run_dir / "metrics.csv"
         self._rounds = self.run_dir / "rounds.jsonl"
+        self._evaluations = self.run_dir / EVALUATIONS_FILE
         if resume and self._metrics.is_file():
             self.rounds = [RoundSummary(**json.loads(line)) for line in self._read_rounds()]
             return
         self.rounds = []
         self._rounds.write_text("")
+        self._evaluations.write_text("")
         with open(self._metrics, "w", newline="") as handle:
             csv.writer(handle).writerow(COLUMNS)
 
@@ -68,6 +78,12 @@ class RunLog:
         self._append({"round": summary.round, "scope": "round", "participant": "", **figures}, seconds)
         with open(self._rounds, "a") as handle:
             handle.write(json.dumps(asdict(summary)) + "\n")
+
+    def evaluations(self, evaluations: Sequence[Evaluation]) -> None:
+        """Appends a round's signed evaluations, in participant address order."""
+        with open(self._evaluations, "a") as handle:
+            for evaluation in sorted(evaluations, key=lambda e: int(e.participant, 16)):
+                handle.write(json.dumps(evaluation.to_json(), sort_keys=True) + "\n")
 
     def _read_rounds(self) -> list[str]:
         """Finished rounds' summaries; a line cut short by a crash is the unfinished round."""

@@ -128,7 +128,8 @@ def chain(request: pytest.FixtureRequest, tmp_path: Path, consortium: Consortium
 
 
 def deploy_federation(
-    chain: Chain, consortium: Consortium, *, quorum: int = 3, threshold: int = 2, round_duration: int = 600
+    chain: Chain, consortium: Consortium, *, quorum: int = 3, threshold: int = 2, round_duration: int = 600,
+    committee_size: int = 0, max_examples: int = 1_000_000,
 ) -> Ledger:
     """A federation with the whole consortium registered and the aggregator appointed."""
     parameters = FederationParameters(
@@ -137,6 +138,8 @@ def deploy_federation(
         quorum=quorum,
         round_duration=round_duration,
         attestation_threshold=threshold,
+        committee_size=committee_size,
+        max_examples=max_examples,
     )
     ledger = Ledger.deploy(chain, consortium.admin.account, parameters, genesis_cid())
     members = [(consortium.aggregator.address, consortium.aggregator.x25519_public, Role.AGGREGATOR)]

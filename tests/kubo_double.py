@@ -1,4 +1,4 @@
-"""An in-test stand-in for kubo's RPC API: only the calls `IpfsStore` makes, answered the
+"""An in-test stand-in for kubo's RPC API: only the calls `IpfsStore` makes (and `cat`), answered the
 way kubo answers them, over real blocks.
 
 No kubo can run on the test machines, so the tests of `fl_chain.storage.ipfs` reach this
@@ -360,7 +360,11 @@ class KuboDouble:
         reply.values(events)
 
     def cat(self, call: Call, reply: Reply) -> None:
-        """`cat`: the file's bytes as a stream, its length in X-Content-Length."""
+        """`cat`: the file's bytes as a stream, its length in X-Content-Length.
+
+        `IpfsStore` reads block by block instead (kubo's `cat` would expand a DAG bomb); this
+        stays for the framing test, which also runs against a real daemon.
+        """
         (root,) = call.cids("ipfs-path")
         self._require(root, call)
         data = b"".join(dag.file_content(self.get_block, root))

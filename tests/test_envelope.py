@@ -187,7 +187,7 @@ def test_trailing_bytes_are_malformed() -> None:
     ("data", "message"),
     [
         (b"PK\x03\x04" + bytes(200), "not an fl-chain update envelope"),
-        (b"FLCE\x02" + bytes(200), "version 2"),
+        (b"FLCE\x03" + bytes(200), "version 3"),
     ],
 )
 def test_foreign_bytes_are_malformed(data: bytes, message: str) -> None:

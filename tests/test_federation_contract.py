@@ -7,18 +7,32 @@ import hashlib
 import re
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from eth_abi import encode
 from eth_utils import keccak
 from web3.logs import DISCARD
 
 from fl_chain.chain.chain import Chain
 from fl_chain.chain.commitment import SignedCommitment, recover_signer
+from fl_chain.chain.committee import committee_seed, draw_committee
 from fl_chain.chain.errors import NotAFederation, TransactionReverted
 from fl_chain.chain.federation import ExclusionReason, Refusal, Role, RoundStatus
 from fl_chain.chain.ledger import Ledger
 from fl_chain.storage.cid import Cid
 
 from conftest import Consortium, deploy_federation, genesis_cid
+
+# RFC 7748 encodings of the points of small order (and non-canonical ones), top bit clear
+WEAK_X25519_KEYS = (
+    "00" * 32,
+    "01" + "00" * 31,
+    "e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800",
+    "5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157",
+    "ec" + "ff" * 30 + "7f",
+    "ed" + "ff" * 30 + "7f",
+    "ee" + "ff" * 30 + "7f",
+)
+X25519Error = ValueError
 
 
 def update_cid(label: str) -> Cid:
@@ -161,22 +175,46 @@ def test_signature_for_another_contract_or_chain_is_refused(
     assert ledger.round(1).commitments == 0
 
 
-def test_finalize_below_quorum_or_with_uncommitted_participant_is_refused(
+def test_finalize_below_quorum_fails_the_attempt_and_uncommitted_participants_are_refused(
     ledger: Ledger, consortium: Consortium
 ) -> None:
     ledger.open_round(consortium.aggregator.account, 1, genesis_cid())
     ledger.relay(consortium.aggregator.account, sign_all(ledger, consortium, 1, 1, 3))
     committed = [p.address for p in consortium.participants[:3]]
-    with pytest.raises(TransactionReverted, match="includes 2 updates, below the quorum of 3"):
-        ledger.finalize(consortium.aggregator.account, 1, update_cid("g"), committed[:2],
-                        [(committed[2], ExclusionReason.WRONG_SHAPE)])
     uncommitted = consortium.participants[4]
     index = ledger.member(uncommitted.address).index
     with pytest.raises(TransactionReverted, match=f"member #{index} did not commit in round 1"):
-        ledger.finalize(consortium.aggregator.account, 1, update_cid("g"), [*committed, uncommitted.address])
+        ledger.finalize(consortium.aggregator.account, 1, update_cid("g"), [*committed, uncommitted.address], seen=3)
     with pytest.raises(TransactionReverted, match="is not the federation's current aggregator"):
         ledger.finalize(consortium.participants[0].account, 1, update_cid("g"), committed)
     assert ledger.round(1).status == RoundStatus.OPEN
+    # two valid updates of three are below the quorum: the attempt fails, its exclusion recorded
+    receipt = ledger.finalize(consortium.aggregator.account, 1, update_cid("g"), committed[:2],
+                              [(committed[2], ExclusionReason.OUT_OF_BOUNDS)])
+    failed = ledger.contract.events.RoundFailed().process_receipt(receipt, errors=DISCARD)
+    assert [(e["args"]["attempt"], e["args"]["atStatus"]) for e in failed] == [(1, RoundStatus.OPEN)]
+    assert ledger.exclusions(1) == [(committed[2], ExclusionReason.OUT_OF_BOUNDS)]
+    assert (ledger.round(1).status, ledger.round(1).included) == (RoundStatus.FAILED, 2)
+    assert ledger.open_round(consortium.aggregator.account, 1, genesis_cid()).attempt == 2
+
+
+def test_a_commitment_after_the_aggregator_read_the_round_is_excluded_as_late(
+    ledger: Ledger, consortium: Consortium
+) -> None:
+    aggregator = consortium.aggregator.account
+    ledger.open_round(aggregator, 1, genesis_cid())
+    ledger.relay(aggregator, sign_all(ledger, consortium, 1, 1, 3))
+    seen = [record.participant for record in ledger.commitments(1)]
+    late = consortium.participants[4]
+    ledger.commit(late.account, 1, update_cid("late"), 7)  # while the aggregator aggregates
+    with pytest.raises(TransactionReverted, match="claims to have read 5 commitments of round 1, which has 4"):
+        ledger.finalize(aggregator, 1, update_cid("g"), seen, seen=5)
+    with pytest.raises(TransactionReverted, match="lateness is for the contract to decide"):
+        ledger.finalize(aggregator, 1, update_cid("g"), seen, [(late.address, ExclusionReason.LATE)], seen=4)
+    receipt = ledger.finalize(aggregator, 1, update_cid("g"), seen, seen=3)
+    events = ledger.contract.events.Excluded().process_receipt(receipt, errors=DISCARD)
+    assert [(e["args"]["participant"], e["args"]["reason"]) for e in events] == [(late.address, ExclusionReason.LATE)]
+    assert ledger.round(1).status == RoundStatus.FINALIZED
 
 
 def test_finalize_records_each_exclusion_with_its_reason(ledger: Ledger, consortium: Consortium) -> None:
@@ -214,13 +252,13 @@ def test_finalize_refuses_exclusions_that_do_not_account_for_the_commitments(
         ([first, *rest[:2]], [(silent, ExclusionReason.WRONG_SHAPE), (silent, ExclusionReason.NON_FINITE)],
          "ExclusionOutOfOrder", f"must name each participant once, in ascending address order: {silent} is repeated"),
         ([first, *rest[:2]], [(silent, ExclusionReason.NONE)],
-         "ExclusionWithoutReason", f"the exclusion of {silent} in round 1 gives no reason"),
+         "InvalidExclusionReason", f"the exclusion of {silent} in round 1 gives no reason the aggregator may give"),
         ([first, *rest[:2]], [],
-         "CommitmentsUnaccounted", "round 1 has 4 commitments, but 3 are included and 0 excluded: every commitment"),
+         "CommitmentsUnaccounted", "read 4 commitments of round 1, but 3 are included and 0 excluded: every commitment"),
     ]
     for included, excluded, error, says in cases:
         with pytest.raises(TransactionReverted, match=re.escape(says)) as caught:
-            ledger.finalize(aggregator, 1, model, included, excluded)
+            ledger.finalize(aggregator, 1, model, included, excluded, seen=4)
         assert caught.value.error == error
     assert ledger.round(1).status == RoundStatus.OPEN
     ledger.finalize(aggregator, 1, model, [first, *rest[:2]], [(silent, ExclusionReason.WRONG_SHAPE)])
@@ -240,11 +278,114 @@ def test_attestation_rules(ledger: Ledger, consortium: Consortium) -> None:
     ledger.attest(validator.account, 1, global_model)
     with pytest.raises(TransactionReverted, match="already attested round 1"):
         ledger.attest(validator.account, 1, global_model)
-    # a dissenting attestation is recorded but does not count towards acceptance
-    ledger.attest(consortium.validators[1].account, 1, update_cid("another model"))
-    assert (ledger.round(1).attestations, ledger.round(1).status) == (1, RoundStatus.FINALIZED)
-    ledger.attest(consortium.validators[2].account, 1, global_model)
+    ledger.attest(consortium.validators[1].account, 1, global_model)
+    assert (ledger.round(1).attestations, ledger.round(1).status) == (2, RoundStatus.ACCEPTED)
+
+
+def test_a_dissent_blocks_acceptance_and_lets_anyone_fail_the_attempt(ledger: Ledger, consortium: Consortium) -> None:
+    ledger.open_round(consortium.aggregator.account, 1, genesis_cid())
+    ledger.relay(consortium.aggregator.account, sign_all(ledger, consortium, 1, 1, 3))
+    global_model = update_cid("g")
+    ledger.finalize(consortium.aggregator.account, 1, global_model, [p.address for p in consortium.participants[:3]])
+    ledger.attest(consortium.validators[0].account, 1, update_cid("what the validator computed"))
+    for validator in consortium.validators[1:]:  # two rubber stamps are not enough against one dissent
+        ledger.attest(validator.account, 1, global_model)
+    state = ledger.round(1)
+    assert (state.status, state.attestations, state.dissents) == (RoundStatus.FINALIZED, 2, 1)
+    ledger.fail_round(consortium.outsider.account, 1)  # at once: the attempt can never be accepted
+    assert ledger.round(1).status == RoundStatus.FAILED
+
+
+def test_only_validators_admitted_before_the_round_opened_attest_it(ledger: Ledger, consortium: Consortium) -> None:
+    admin, aggregator = consortium.admin.account, consortium.aggregator.account
+    ledger.open_round(aggregator, 1, genesis_cid())
+    late_validator = consortium.outsider
+    ledger.add_members(admin, [(late_validator.address, late_validator.x25519_public, Role.VALIDATOR)])
+    ledger.relay(aggregator, sign_all(ledger, consortium, 1, 1, 3))
+    global_model = update_cid("g")
+    ledger.finalize(aggregator, 1, global_model, [p.address for p in consortium.participants[:3]])
+    assert not ledger.is_on_committee(1, late_validator.address)
+    with pytest.raises(TransactionReverted, match="not on the committee drawn to attest round 1") as caught:
+        ledger.attest(late_validator.account, 1, global_model)
+    assert caught.value.error == "NotOnCommittee"
+    assert all(ledger.is_on_committee(1, v.address) for v in consortium.validators)
+
+
+def test_the_aggregator_cannot_attest_its_own_round(chain: Chain, consortium: Consortium) -> None:
+    ledger = deploy_federation(chain, consortium)
+    admin, aggregator = consortium.admin.account, consortium.aggregator
+    ledger.remove_member(admin, aggregator.address)
+    ledger.add_members(admin, [(aggregator.address, aggregator.x25519_public, Role.AGGREGATOR | Role.VALIDATOR)])
+    ledger.set_aggregator(admin, aggregator.address)
+    ledger.open_round(aggregator.account, 1, genesis_cid())
+    ledger.relay(aggregator.account, sign_all(ledger, consortium, 1, 1, 3))
+    ledger.finalize(aggregator.account, 1, update_cid("g"), [p.address for p in consortium.participants[:3]])
+    with pytest.raises(TransactionReverted, match="or is the aggregator"):
+        ledger.attest(aggregator.account, 1, update_cid("g"))
+
+
+def test_a_committee_is_drawn_from_the_chain_and_only_it_attests(chain: Chain, consortium: Consortium) -> None:
+    ledger = deploy_federation(chain, consortium, committee_size=2)
+    aggregator = consortium.aggregator.account
+    ledger.open_round(aggregator, 1, genesis_cid())
+    ledger.relay(aggregator, sign_all(ledger, consortium, 1, 1, 3))
+    global_model = update_cid("g")
+    receipt = ledger.finalize(aggregator, 1, global_model, [p.address for p in consortium.participants[:3]])
+    (finalized,) = ledger.contract.events.Finalized().process_receipt(receipt, errors=DISCARD)
+    state = ledger.round(1)
+    seed = committee_seed(chain.chain_id, ledger.address, 1, state.attempt, state.commitment_log)
+    expected = draw_committee(seed, [v.address for v in consortium.validators], 2)
+    assert list(finalized["args"]["committee"]) == expected
+    outside = next(v for v in consortium.validators if v.address not in expected)
+    assert [ledger.is_on_committee(1, v.address) for v in consortium.validators] == [
+        v.address in expected for v in consortium.validators]
+    with pytest.raises(TransactionReverted, match="not on the committee"):
+        ledger.attest(outside.account, 1, global_model)
+    for validator in (v for v in consortium.validators if v.address in expected):
+        ledger.attest(validator.account, 1, global_model)
     assert ledger.round(1).status == RoundStatus.ACCEPTED
+
+
+def test_example_counts_are_capped_at_admission(chain: Chain, consortium: Consortium) -> None:
+    ledger = deploy_federation(chain, consortium, max_examples=1000)
+    admin, newcomer = consortium.admin.account, consortium.outsider
+    with pytest.raises(TransactionReverted, match="example cap of 1001: the federation allows at most 1000"):
+        ledger.add_members(admin, [(newcomer.address, newcomer.x25519_public, Role.PARTICIPANT, 1001)])
+    ledger.add_members(admin, [(newcomer.address, newcomer.x25519_public, Role.PARTICIPANT, 40)])
+    assert ledger.member(newcomer.address).example_cap == 40
+    assert ledger.member(consortium.participants[0].address).example_cap == 1000  # 0 at admission: the maximum
+    ledger.open_round(consortium.aggregator.account, 1, genesis_cid())
+    with pytest.raises(TransactionReverted, match="claimed more examples in round 1 than the cap"):
+        ledger.commit(newcomer.account, 1, update_cid("inflated"), 41)
+    greedy = ledger.sign(consortium.participants[0].account, 1, 1, update_cid("greedy"), 2**64 - 1)
+    outcome = ledger.relay(consortium.aggregator.account, [greedy])
+    assert outcome.refused == ((consortium.participants[0].address, Refusal.TOO_MANY_EXAMPLES),)
+    ledger.commit(newcomer.account, 1, update_cid("honest"), 40)
+
+
+@pytest.mark.parametrize("key", [bytes.fromhex(h) for h in WEAK_X25519_KEYS])
+def test_small_order_x25519_keys_are_refused_at_admission(chain: Chain, consortium: Consortium, key: bytes) -> None:
+    ledger = deploy_federation(chain, consortium)
+    newcomer = consortium.outsider
+    for variant in (key, key[:31] + bytes([key[31] | 0x80])):  # X25519 ignores the top bit
+        with pytest.raises(X25519Error):  # the reason: nobody can agree a key with it
+            X25519PrivateKey.generate().exchange(X25519PublicKey.from_public_bytes(variant))
+        with pytest.raises(TransactionReverted, match="is a point of small order") as caught:
+            ledger.add_members(consortium.admin.account, [(newcomer.address, variant, Role.VALIDATOR)])
+        assert caught.value.error == "WeakX25519Key"
+
+
+def test_a_relayed_entry_with_a_signature_not_its_own_accuses_nobody(ledger: Ledger, consortium: Consortium) -> None:
+    ledger.open_round(consortium.aggregator.account, 1, genesis_cid())
+    honest = consortium.participants[0]
+    forged = ledger.sign(consortium.outsider.account, 1, 1, update_cid("x"), 5)
+    forged = dataclasses.replace(forged, commitment=dataclasses.replace(forged.commitment, participant=honest.address))
+    receipt_outcome = ledger.relay(consortium.outsider.account, [forged])
+    assert receipt_outcome.refused == ((honest.address, Refusal.BAD_SIGNATURE),)
+    refusals = ledger.contract.events.CommitmentRefused().get_logs(from_block=0)
+    assert list(refusals) == []  # nothing on chain says the honest participant did anything
+    skipped = ledger.contract.events.UnverifiedEntrySkipped().get_logs(from_block=0)
+    assert [log["args"]["claimed"] for log in skipped] == [honest.address]
 
 
 def test_rounds_start_only_from_the_accepted_model(ledger: Ledger, consortium: Consortium) -> None:

@@ -4,9 +4,11 @@ In a simulation one process loads every participant's table and standardizes the
 federated statistics. In a deployment each hospital holds only its own file, so each
 says what the others need to preprocess alike, and nothing more: its feature names, the
 label values it has, and per feature the count, sum and sum of squares of its training
-split (`TableSummary`). The aggregator combines them (`SharedPreprocessing`) and sends the
-result back with the run settings, so every site encodes labels with the same class
-indices and scales features with the same mean and deviation.
+split (`TableSummary`), signed with its account (`SignedSummary`). The aggregator passes
+every site's signed summary to every site with the run settings, and each site checks
+the signatures and combines them itself (`SharedPreprocessing`): every site encodes labels
+with the same class indices and scales features with the same mean and deviation, and
+an aggregator cannot slip a site scaling it did not derive from the members' own words.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from eth_account.signers.local import LocalAccount
 
 from clients.data.normalization import FeatureStatistics, Standardization
 from fl_chain.errors import DataError
+from fl_chain.messages import MalformedMessage, read_hex, read_text, sign_text, signed_text, signer_of
 from fl_chain.protocol import ProtocolError
 
 Label = int | str
@@ -96,3 +100,42 @@ class SharedPreprocessing:
         standardization = Standardization(np.asarray(document["mean"], dtype=np.float64),
                                           np.asarray(document["std"], dtype=np.float64))
         return cls(tuple(document["feature_names"]), tuple(document["classes"]), standardization)
+
+
+@dataclass(frozen=True)
+class SignedSummary:
+    """A site's table summary as it signed it, for one federation on one chain."""
+
+    address: str
+    text: str  # TableSummary.to_json(), exactly as signed
+    signature: bytes
+
+    @staticmethod
+    def statement(federation: str, chain_id: int, text: str) -> str:
+        return signed_text("data summary", {"federation": federation, "chain_id": chain_id, "summary": text})
+
+    @classmethod
+    def sign(cls, account: LocalAccount, federation: str, chain_id: int, summary: TableSummary) -> SignedSummary:
+        text = summary.to_json()
+        return cls(account.address, text, sign_text(account, cls.statement(federation, chain_id, text)))
+
+    @property
+    def summary(self) -> TableSummary:
+        return TableSummary.from_json(self.text, self.address)
+
+    def to_record(self) -> dict[str, str]:
+        return {"summary": self.text, "signature": self.signature.hex()}
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any], address: str, federation: str, chain_id: int) -> SignedSummary:
+        """The summary `address` signed; one that is not its own signature is refused."""
+        what = f"the data summary of {address}"
+        signed = cls(address, read_text(record, "summary", what, limit=1 << 22), read_hex(record, "signature", what, 65))
+        if signer_of(cls.statement(federation, chain_id, signed.text), signed.signature) != address:
+            raise MalformedMessage(f"{what} is not signed by {address}")
+        signed.summary  # noqa: B018 - parse now: a malformed summary is refused here, naming its sender
+        return signed
+
+    @staticmethod
+    def combine(signed: Mapping[str, SignedSummary]) -> SharedPreprocessing:
+        return SharedPreprocessing.combine({address: item.summary for address, item in sorted(signed.items())})

@@ -31,7 +31,7 @@ from omegaconf import OmegaConf
 from aggregator.config import compose_experiment
 from aggregator.launch import run_experiment
 from clients.baseline import centralized, local_only
-from clients.settings import RunSettings, load_dataset
+from clients.settings import load_dataset, training_settings
 from experiments.suites import environment
 from fl_chain.errors import DataError, FlChainError
 
@@ -176,11 +176,9 @@ def _measure(config: dict[str, Any], task: str, label: str, partition: dict[str,
 
 def _baselines(experiment: dict[str, Any], task: str, label: str) -> list[Measurement]:
     """Centralized and local-only, trained for the federated run's rounds x local epochs."""
-    settings = RunSettings(seed=experiment["seed"], num_participants=experiment["num_participants"],
-                           num_validators=experiment["num_validators"], chain_url="", contract="", store={},
-                           task=experiment["task"], partition=experiment["partition"], proximal_mu=0.0)
-    dataset = load_dataset(settings)
-    training = dataclasses.replace(settings.training, epochs=settings.training.epochs * experiment["rounds"])
+    dataset = load_dataset(experiment)
+    training = training_settings(experiment["task"])
+    training = dataclasses.replace(training, epochs=training.epochs * experiment["rounds"])
     measurements = []
     for method, baseline in BASELINES.items():
         started = time.perf_counter()

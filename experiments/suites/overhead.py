@@ -22,19 +22,13 @@ from aggregator.launch import run_experiment
 from clients.settings import RunSettings
 from experiments.plain_flower import run_plain
 from experiments.suites.environment import markdown as environment_markdown
+from fl_chain.chain.federation import experiment_of
 from fl_chain.plots import plot_stacked_bars
 
 TARGETS = {"embedded": 1.25, "anvil": 1.10}
 PARTICIPANT_STAGES = ("fetch", "train", "encode", "encrypt", "store", "sign")
 AGGREGATOR_STAGES = ("open_round", "relay", "fetch_updates", "open_updates", "aggregate", "finalize",
                      "attest_evaluate")
-
-
-def _settings(config: dict[str, Any]) -> RunSettings:
-    return RunSettings(seed=config["seed"], num_participants=config["num_participants"],
-                       num_validators=config["num_validators"], chain_url="", contract="", store={},
-                       task=config["task"], partition=config["partition"],
-                       proximal_mu=float(config["strategy"]["proximal_mu"]))
 
 
 def _stage_means(run_dir: Path, warmup: int) -> dict[str, float]:
@@ -57,7 +51,7 @@ def run(config: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     rounds = int(config["rounds"])
     experiment = compose_experiment([*config["experiment"], f"rounds={rounds}"])
     out_dir.mkdir(parents=True, exist_ok=True)
-    plain = run_plain(_settings(experiment), rounds)
+    plain = run_plain(RunSettings(experiment=experiment_of(experiment), chain_url="", contract="", store={}), rounds)
     results: dict[str, Any] = {"rounds": rounds, "warmup_rounds": warmup,
                                "plain": {"seconds_per_round": plain, "mean": statistics.mean(plain[warmup:])}}
     with tempfile.TemporaryDirectory(prefix="fl-chain-overhead-") as scratch:

@@ -56,13 +56,16 @@ def _update_cid(identity: Identity, round_number: int) -> Cid:
 def measure_gas(batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES) -> GasFigures:
     """Measures on a fresh embedded chain (gas does not depend on the backend)."""
     admin, aggregator = Identity.derive("gas-bench", "admin"), Identity.derive("gas-bench", "aggregator")
+    validator = Identity.derive("gas-bench", "validator")
     participants = [Identity.derive("gas-bench", f"participant-{i}") for i in range(max(batch_sizes) + 1)]
-    embedded = EmbeddedChain.create(funded=[admin.address, aggregator.address, participants[-1].address])
+    embedded = EmbeddedChain.create(funded=[admin.address, aggregator.address, validator.address,
+                                            participants[-1].address])
     chain = Chain(embedded.web3, backend="embedded")
     genesis = cid_of(b"gas benchmark genesis model")
     parameters = FederationParameters(b"\x00" * 32, 0, 1, 3600, 1)
     ledger = Ledger.deploy(chain, admin.account, parameters, genesis)
-    ledger.add_members(admin.account, [(aggregator.address, aggregator.x25519_public, Role.AGGREGATOR | Role.VALIDATOR)])
+    ledger.add_members(admin.account, [(aggregator.address, aggregator.x25519_public, Role.AGGREGATOR),
+                                       (validator.address, validator.x25519_public, Role.VALIDATOR)])
     ledger.add_members(admin.account, [(p.address, p.x25519_public, Role.PARTICIPANT) for p in participants])
     ledger.set_aggregator(admin.account, aggregator.address)
 
@@ -78,7 +81,7 @@ def measure_gas(batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES) -> GasFigures:
         relayed[size] = outcome.gas_used / size
         base = _update_cid(aggregator, round_number)
         ledger.finalize(aggregator.account, round_number, base, [p.address for p in participants[:size]])
-        ledger.attest(aggregator.account, round_number, base)
+        ledger.attest(validator.account, round_number, base)
         per_round[size] = chain.gas_used - gas_before
 
     direct_round = len(batch_sizes) + 1

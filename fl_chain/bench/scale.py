@@ -32,7 +32,8 @@ from fl_chain.chain.ledger import Ledger
 from fl_chain.consortium import SimulatedConsortium
 from fl_chain.errors import UsageError
 from fl_chain.identity import Identity
-from fl_chain.protocol import Federation, RoundTicket
+from fl_chain.messages import Ticket
+from fl_chain.protocol import Federation
 from fl_chain.storage.blockstore import LocalStore
 from fl_chain.storage.cid import Cid
 from fl_chain.timing import Stopwatch
@@ -238,7 +239,7 @@ def measure_round(participants: int, validators: int, directory: Path, say: Prog
     setup = Stopwatch()
     with setup("setup"):
         say(f"scale: {participants} participants: deriving keys, founding the federation")
-        consortium = SimulatedConsortium.derive(SEED, participants, validators)
+        consortium = SimulatedConsortium.create(SEED, participants, validators, seed_accounts=True)
         embedded = EmbeddedChain.create(funded=consortium.transacting_addresses)
         chain = Chain(embedded.web3, backend="embedded")
         store = LocalStore(directory)
@@ -254,7 +255,7 @@ def measure_round(participants: int, validators: int, directory: Path, say: Prog
         started = time.perf_counter()
         # Every simulated participant would read the same keys from the same chain state.
         with commit("recipients"):
-            recipients = protocol.update_recipients(federation)
+            recipients = protocol.update_recipients(federation, federation.ledger.round(ROUND).opened_block)
         receipts = []
         for index, participant in enumerate(consortium.participants):
             receipts.append(_participate(federation, participant, index, ticket, recipients, commit))
@@ -265,16 +266,16 @@ def measure_round(participants: int, validators: int, directory: Path, say: Prog
     with stages("relay"):
         outcome = protocol.relay(federation, consortium.aggregator, receipts)
     with stages("collect"):
-        collected = protocol.collect(federation, consortium.aggregator.x25519_private, ROUND, base)
+        rules = protocol.UpdateRules.of(federation, base)
+        collected = protocol.collect(federation, consortium.aggregator.x25519_private, ROUND, rules)
     with stages("aggregate"):
         _, global_model = protocol.aggregate(federation, ROUND, collected)
     with stages("finalize"):
-        protocol.finalize(federation, consortium.aggregator, ROUND, global_model, collected.included,
-                          collected.exclusions)
+        protocol.finalize(federation, consortium.aggregator, ROUND, global_model, collected)
     say(f"scale: {participants} participants: {len(collected.included)} updates aggregated, validators recomputing")
     with stages("validate"):
         for validator in consortium.validators[:ATTESTATION_THRESHOLD]:
-            protocol.attest(federation, validator, ROUND, protocol.recompute(federation, validator, ROUND))
+            protocol.attest(federation, validator, ROUND, protocol.judge(federation, validator, ROUND).model)
     accepted = federation.ledger.round(ROUND).status == RoundStatus.ACCEPTED
     cost = RoundCost(
         participants=participants,
@@ -308,7 +309,7 @@ def _participate(
     federation: Federation,
     participant: Identity,
     index: int,
-    ticket: RoundTicket,
+    ticket: Ticket,
     recipients: Sequence[bytes],
     stopwatch: Stopwatch,
 ) -> SignedCommitment:

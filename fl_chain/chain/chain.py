@@ -66,9 +66,12 @@ class Chain:
         increase_time: Callable[[int], None] | None = None,
         on_close: Callable[[], None] | None = None,
         receipt_timeout: float = 120.0,
+        development: bool | None = None,
     ) -> None:
         self.web3 = web3
         self.backend = backend
+        # a chain this run started itself (embedded, or its own anvil): nobody else reaches it
+        self.development = backend == "embedded" if development is None else development
         self.chain_id = int(web3.eth.chain_id)
         self.receipt_timeout = receipt_timeout
         self._increase_time = increase_time

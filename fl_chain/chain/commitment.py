@@ -17,7 +17,7 @@ from eth_utils import keccak, to_checksum_address
 from fl_chain.storage.cid import Cid
 
 DOMAIN_NAME = "fl-chain Federation"
-DOMAIN_VERSION = "1"
+DOMAIN_VERSION = "2"
 _DOMAIN_TYPEHASH = keccak(
     text="EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
 )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum, IntFlag
@@ -44,6 +45,7 @@ class Refusal(IntEnum):
     ALREADY_COMMITTED = 5
     BAD_SIGNATURE = 6
     NO_EXAMPLES = 7
+    TOO_MANY_EXAMPLES = 8
 
     def explain(self, participant: str, round_number: int) -> str:
         """A sentence naming who was refused and why; a whole refused batch has no participant."""
@@ -56,10 +58,13 @@ class Refusal(IntEnum):
             Refusal.DEADLINE_PASSED: "participant {p} committed after the deadline of round {r}",
             Refusal.ALREADY_COMMITTED: "participant {p} already committed in round {r}",
             Refusal.BAD_SIGNATURE: (
-                "the signature on {p}'s commitment for round {r} does not verify "
-                "(signed for another round, federation or chain, or not by {p})"
+                "a commitment naming {p} for round {r} carries a signature {p} did not make (for another round, "
+                "federation or chain, or by someone else): refused, and it says nothing about {p}"
             ),
             Refusal.NO_EXAMPLES: "participant {p} committed an update of 0 examples in round {r}",
+            Refusal.TOO_MANY_EXAMPLES: (
+                "participant {p} claimed more examples in round {r} than the cap it was admitted with"
+            ),
         }
         return templates.get(self, "commitment of {p} accepted in round {r}").format(p=participant, r=round_number)
 
@@ -80,6 +85,8 @@ class ExclusionReason(IntEnum):
     WRONG_HEADER = 3
     WRONG_SHAPE = 4
     NON_FINITE = 5
+    OUT_OF_BOUNDS = 6
+    LATE = 7
 
     @property
     def label(self) -> str:
@@ -101,6 +108,10 @@ class ExclusionReason(IntEnum):
                 "the update of {p} for round {r} does not have the base model's tensor names, dtypes and shapes"
             ),
             ExclusionReason.NON_FINITE: "the update of {p} for round {r} holds NaN or infinite values",
+            ExclusionReason.OUT_OF_BOUNDS: (
+                "the update of {p} for round {r} is farther from the base model than the federation's norm bound"
+            ),
+            ExclusionReason.LATE: "{p} committed to round {r} after the aggregator had read the round's commitments",
         }
         return templates.get(self, "the update of {p} for round {r} was excluded without a reason").format(
             p=participant, r=round_number)
@@ -108,13 +119,39 @@ class ExclusionReason(IntEnum):
 
 @dataclass(frozen=True)
 class FederationParameters:
-    """What is fixed at deployment; `task_hash` binds the federation to its config."""
+    """What is fixed at deployment; `task_hash` binds the federation to its config.
+
+    `committee_size` validators are drawn to attest each finalized attempt (0: every
+    validator admitted before the round opened); `max_examples` caps any member's claimed
+    example count; `update_norm_bound` is the largest L2 distance an update may have from
+    its base model (anything farther is excluded as out of bounds)."""
 
     task_hash: bytes
     aggregation_rule: int
     quorum: int
     round_duration: int
     attestation_threshold: int
+    committee_size: int = 0
+    max_examples: int = 1_000_000
+    update_norm_bound: float = 100.0
+
+    def as_abi(self) -> tuple:
+        return (self.task_hash, self.aggregation_rule, self.quorum, self.round_duration, self.attestation_threshold,
+                self.committee_size, self.max_examples, float_bits(self.update_norm_bound))
+
+    @classmethod
+    def from_abi(cls, raw: Any) -> FederationParameters:
+        task, rule, quorum, duration, threshold, committee, max_examples, norm_bits = raw
+        return cls(bytes(task), rule, quorum, duration, threshold, committee, max_examples, bits_float(norm_bits))
+
+
+def float_bits(value: float) -> int:
+    """The IEEE-754 binary64 bits of `value`, as the contract stores a real number."""
+    return struct.unpack("<Q", struct.pack("<d", float(value)))[0]
+
+
+def bits_float(bits: int) -> float:
+    return struct.unpack("<d", struct.pack("<Q", int(bits)))[0]
 
 
 @dataclass(frozen=True)
@@ -124,6 +161,13 @@ class Member:
     roles: Role
     active: bool
     x25519: bytes
+    since: int = 0  # the block of its latest admission: it validates rounds opened after it
+    example_cap: int = 0  # the most examples one of its commitments may claim
+
+    @classmethod
+    def from_abi(cls, address: str, raw: Any) -> Member:
+        index, roles, active, _listed, since, cap, key = raw
+        return cls(to_checksum_address(address), index, Role(roles), active, bytes(key), since, cap)
 
 
 @dataclass(frozen=True)
@@ -139,6 +183,7 @@ class RoundState:
     global_model: Cid | None
     commitment_log: bytes
     opened_block: int
+    dissents: int = 0
 
 
 @dataclass(frozen=True)
@@ -169,10 +214,24 @@ def explain_revert(revert: Revert) -> str:
     if revert.name == "Refused":
         return Refusal(a["reason"]).explain(a["participant"], a["round"])
     messages = {
-        "InvalidParameters": lambda: "invalid federation parameters (quorum, round duration, threshold and admin must be set)",
+        "InvalidParameters": lambda: (
+            "invalid federation parameters (quorum, round duration, threshold, example maximum, a positive finite "
+            "norm bound and the admin must be set; a committee needs at least the threshold)"
+        ),
         "NotAdmin": lambda: f"{a['caller']} is not the federation's admin",
         "NotAggregator": lambda: f"{a['caller']} is not the federation's current aggregator",
-        "NotValidator": lambda: f"{a['caller']} is not a member with the validator role",
+        "NotValidator": lambda: f"{a['caller']} is not a member with the validator role (or is the aggregator)",
+        "NotOnCommittee": lambda: (
+            f"{a['validator']} is not on the committee drawn to attest round {a['round']} "
+            "(validators admitted after a round opened do not attest it)"
+        ),
+        "WeakX25519Key": lambda: (
+            f"the X25519 key of {a['member']} is a point of small order: nobody could seal updates for it"
+        ),
+        "ExampleCapAboveMaximum": lambda: (
+            f"{a['member']} cannot be admitted with an example cap of {a['cap']}: the federation allows at most "
+            f"{a['maximum']}"
+        ),
         "MemberExists": lambda: f"{a['member']} is already a member",
         "UnknownMember": lambda: f"{a['member']} is not an active member",
         "LacksRole": lambda: f"{a['member']} lacks the {Role(a['role']).name.lower()} role",
@@ -188,19 +247,25 @@ def explain_revert(revert: Revert) -> str:
         ),
         "RoundNotOpen": lambda: f"round {a['round']} is not open (it is {RoundStatus(a['status']).name.lower()})",
         "NotCommitted": lambda: f"member #{a['memberIndex']} did not commit in round {a['round']} and cannot be included",
-        "BelowQuorum": lambda: f"round {a['round']} includes {a['included']} updates, below the quorum of {a['quorum']}",
         "ExclusionOutOfOrder": lambda: (
             f"exclusions in round {a['round']} must name each participant once, in ascending address order: "
             f"{p} is repeated or out of order"
         ),
-        "ExclusionWithoutReason": lambda: f"the exclusion of {p} in round {a['round']} gives no reason",
+        "InvalidExclusionReason": lambda: (
+            f"the exclusion of {p} in round {a['round']} gives no reason the aggregator may give "
+            f"({ExclusionReason(a['reason']).label}; lateness is for the contract to decide)"
+        ),
         "ExcludedNotCommitted": lambda: (
             f"{p} did not commit in round {a['round']}, so there is no update of it to exclude"
         ),
         "ExcludedAndIncluded": lambda: f"{p} is both included and excluded in round {a['round']}",
         "CommitmentsUnaccounted": lambda: (
-            f"round {a['round']} has {a['commitments']} commitments, but {a['included']} are included and "
-            f"{a['excluded']} excluded: every commitment must be included or excluded with a reason"
+            f"the aggregator read {a['seen']} commitments of round {a['round']}, but {a['included']} are included "
+            f"and {a['excluded']} excluded: every commitment it read must be included or excluded with a reason"
+        ),
+        "SeenTooMany": lambda: (
+            f"the aggregator claims to have read {a['seen']} commitments of round {a['round']}, "
+            f"which has {a['commitments']}"
         ),
         "RoundNotFinalized": lambda: (
             f"round {a['round']} is not finalized (it is {RoundStatus(a['status']).name.lower()})"
@@ -218,9 +283,13 @@ def explain_revert(revert: Revert) -> str:
 WHERE_NOT_WHAT = ("chain", "storage")  # config groups that say where a run happens, not what it trains
 
 
+def experiment_of(config: Mapping[str, Any]) -> dict[str, Any]:
+    """What a config says is trained and how (task, data split, strategy, privacy, seed,
+    quorum, drills...), without where it runs and who pays (chain, store)."""
+    return {key: value for key, value in config.items() if key not in WHERE_NOT_WHAT}
+
+
 def task_hash(config: Mapping[str, Any]) -> bytes:
-    """Binds a federation on chain to its experiment config: what is trained and how (task,
-    data split, strategy, privacy, seed, quorum, drills...), not where (chain, store), so a
-    federation deployed with `flchain deploy` matches the runs that use it."""
-    experiment = {key: value for key, value in config.items() if key not in WHERE_NOT_WHAT}
-    return hashlib.sha256(json.dumps(experiment, sort_keys=True, separators=(",", ":")).encode()).digest()
+    """Binds a federation on chain to its experiment: a federation deployed with `flchain
+    deploy` matches the runs that use it, and a participant checks the settings it is sent."""
+    return hashlib.sha256(json.dumps(experiment_of(config), sort_keys=True, separators=(",", ":")).encode()).digest()

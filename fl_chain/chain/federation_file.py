@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,9 @@ class FederationFile:
             quorum=_integer(raw["quorum"], "parameters.quorum"),
             round_duration=_integer(raw["round_duration"], "parameters.round_duration"),
             attestation_threshold=_integer(raw["attestation_threshold"], "parameters.attestation_threshold"),
+            committee_size=_integer(raw["committee_size"], "parameters.committee_size"),
+            max_examples=_integer(raw["max_examples"], "parameters.max_examples"),
+            update_norm_bound=_number(raw["update_norm_bound"], "parameters.update_norm_bound"),
         )
         admin, block = document.get("admin"), document.get("deployed_block")
         return cls(
@@ -143,6 +147,12 @@ def _integer(value: Any, key: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(f"{key} must be a non-negative integer, got {value!r}")
     return value
+
+
+def _number(value: Any, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{key} must be a finite number, got {value!r}")
+    return float(value)
 
 
 def _address(value: Any, key: str) -> str:

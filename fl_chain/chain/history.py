@@ -15,7 +15,7 @@ from fl_chain.chain.ledger import Ledger
 
 EVENTS = (
     "FederationCreated", "AdminChanged", "MemberAdded", "MemberRemoved", "AggregatorChanged",
-    "RoundOpened", "Committed", "CommitmentRefused", "Excluded", "Finalized", "Attested", "Accepted", "RoundFailed",
+    "RoundOpened", "Committed", "CommitmentRefused", "UnverifiedEntrySkipped", "Excluded", "Finalized", "Attested", "Accepted", "RoundFailed",
 )
 
 

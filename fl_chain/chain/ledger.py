@@ -35,6 +35,7 @@ from fl_chain.chain.federation import (
 from fl_chain.storage.cid import Cid
 
 _ZERO_DIGEST = b"\x00" * 32
+NewMember = tuple[str, bytes, Role] | tuple[str, bytes, Role, int]
 
 
 def _cid_or_none(digest: bytes, codec: int) -> Cid | None:
@@ -73,11 +74,7 @@ class Ledger:
             admin,
             FEDERATION.abi,
             FEDERATION.bytecode,
-            parameters.task_hash,
-            parameters.aggregation_rule,
-            parameters.quorum,
-            parameters.round_duration,
-            parameters.attestation_threshold,
+            parameters.as_abi(),
             admin.address,
             genesis_model.digest,
             genesis_model.codec,
@@ -97,11 +94,15 @@ class Ledger:
 
     # ------------------------------------------------------------ governance
 
-    def add_members(self, admin: LocalAccount, members: Sequence[tuple[str, bytes, Role]]) -> TxReceipt:
-        addresses = [to_checksum_address(address) for address, _, _ in members]
-        keys = [bytes(key) for _, key, _ in members]
-        roles = [int(role) for _, _, role in members]
-        return self._transact(admin, self.contract.functions.addMembers(addresses, keys, roles))
+    def add_members(self, admin: LocalAccount, members: Sequence[NewMember]) -> TxReceipt:
+        """Admits members: (address, X25519 key, roles) or (address, key, roles, example cap);
+        a cap of 0 (or none) is the federation's maximum."""
+        rows = [(*member, 0) if len(member) == 3 else member for member in members]
+        addresses = [to_checksum_address(row[0]) for row in rows]
+        keys = [bytes(row[1]) for row in rows]
+        roles = [int(row[2]) for row in rows]
+        caps = [int(row[3]) for row in rows]
+        return self._transact(admin, self.contract.functions.addMembers(addresses, keys, roles, caps))
 
     def remove_member(self, admin: LocalAccount, member: str) -> TxReceipt:
         return self._transact(admin, self.contract.functions.removeMember(to_checksum_address(member)))
@@ -136,10 +137,14 @@ class Ledger:
         ((round_number, attempt),) = rounds
         call = self.contract.functions.commitBatch(round_number, attempt, [s.as_abi() for s in batch])
         receipt = self._transact(relayer, call)
-        accepted = tuple(e["args"]["participant"] for e in self.contract.events.Committed().process_receipt(receipt, errors=DISCARD))
+        events = self.contract.events
+        accepted = tuple(e["args"]["participant"] for e in events.Committed().process_receipt(receipt, errors=DISCARD))
         refused = tuple(
             (e["args"]["participant"], Refusal(e["args"]["reason"]))
-            for e in self.contract.events.CommitmentRefused().process_receipt(receipt, errors=DISCARD)
+            for e in events.CommitmentRefused().process_receipt(receipt, errors=DISCARD)
+        ) + tuple(
+            (e["args"]["claimed"], Refusal.BAD_SIGNATURE)
+            for e in events.UnverifiedEntrySkipped().process_receipt(receipt, errors=DISCARD)
         )
         return RelayOutcome(accepted, refused, int(receipt["gasUsed"]))
 
@@ -150,19 +155,25 @@ class Ledger:
         global_model: Cid,
         included: Sequence[str],
         excluded: Sequence[tuple[str, ExclusionReason]] = (),
+        seen: int | None = None,
     ) -> TxReceipt:
-        """Finalizes the round; every commitment must be `included` or `excluded` with a reason.
+        """Concludes the open attempt: each of the first `seen` commitments (default: all of
+        them) must be `included` or `excluded` with a reason; any later one the contract
+        excludes as late. Below the quorum the attempt fails instead of finalizing.
 
         Exclusions are sent in the ascending address order the contract checks (its cheap
         way of refusing duplicates), whatever order they are given in.
         """
+        if seen is None:
+            seen = len(included) + len(excluded)
         index_of = {member.address: member.index for member in self.members()}
         words = bitmap_words(index_of[to_checksum_address(address)] for address in included)
         exclusions = sorted(
             ((to_checksum_address(address), int(reason)) for address, reason in excluded),
             key=lambda exclusion: int(exclusion[0], 16),
         )
-        call = self.contract.functions.finalize(round_number, global_model.digest, global_model.codec, words, exclusions)
+        call = self.contract.functions.finalize(round_number, global_model.digest, global_model.codec, words,
+                                                exclusions, seen)
         return self._transact(aggregator, call)
 
     def attest(self, validator: LocalAccount, round_number: int, global_model: Cid) -> TxReceipt:
@@ -175,14 +186,7 @@ class Ledger:
     # ------------------------------------------------------------ views
 
     def parameters(self) -> FederationParameters:
-        f = self.contract.functions
-        return FederationParameters(
-            task_hash=bytes(f.taskHash().call()),
-            aggregation_rule=f.aggregationRule().call(),
-            quorum=f.quorum().call(),
-            round_duration=f.roundDuration().call(),
-            attestation_threshold=f.attestationThreshold().call(),
-        )
+        return FederationParameters.from_abi(self.contract.functions.parameters().call())
 
     def admin(self) -> str:
         return self.contract.functions.admin().call()
@@ -192,21 +196,17 @@ class Ledger:
 
     def member(self, address: str) -> Member:
         address = to_checksum_address(address)
-        index, roles, active, key = self.contract.functions.memberOf(address).call()
-        return Member(address, index, Role(roles), active, bytes(key))
+        return Member.from_abi(address, self.contract.functions.memberOf(address).call())
 
     def members(self) -> list[Member]:
         """Every member ever added, in index order (one call, however many members)."""
         addresses, details = self.contract.functions.memberList().call()
-        return [
-            Member(to_checksum_address(address), index, Role(roles), active, bytes(key))
-            for address, (index, roles, active, key) in zip(addresses, details)
-        ]
+        return [Member.from_abi(address, raw) for address, raw in zip(addresses, details)]
 
     def round(self, round_number: int) -> RoundState:
         raw = self.contract.functions.roundOf(round_number).call()
         (status, attempt, deadline, commitments, included, attestations, base_codec, global_codec,
-         opened_block, base_digest, global_digest, log) = raw
+         opened_block, dissents, base_digest, global_digest, log) = raw
         return RoundState(
             round=round_number,
             status=RoundStatus(status),
@@ -219,6 +219,7 @@ class Ledger:
             global_model=_cid_or_none(bytes(global_digest), global_codec),
             commitment_log=bytes(log),
             opened_block=opened_block,
+            dissents=dissents,
         )
 
     def latest_accepted(self) -> tuple[int, Cid]:
@@ -230,6 +231,10 @@ class Ledger:
 
     def included(self, round_number: int) -> list[str]:
         return self._members_in(self.contract.functions.includedWord, round_number)
+
+    def is_on_committee(self, round_number: int, validator: str) -> bool:
+        """Whether `validator` may attest the current attempt of a finalized round."""
+        return self.contract.functions.isOnCommittee(round_number, to_checksum_address(validator)).call()
 
     def has_attested(self, round_number: int, validator: str) -> bool:
         return self.contract.functions.hasAttested(round_number, to_checksum_address(validator)).call()

@@ -10,7 +10,7 @@ operator's balance are all checked before the first transaction, so bad input co
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -86,9 +86,13 @@ def connect_operator(chain: Mapping[str, Any]) -> tuple[Chain, LocalAccount | No
     return connected, operator
 
 
-def fund_accounts(chain: Chain, operator: LocalAccount | None, addresses: Sequence[str], wei: int) -> None:
+def fund_accounts(chain: Chain, operator: LocalAccount | None, addresses: Sequence[str], wei: int,
+                  confirm: Callable[[str], bool] | None = None) -> None:
     """Gives `addresses` gas money: on anvil for free, elsewhere by transfers from the
-    operator that top each account up to `wei`, after checking the operator can pay them all."""
+    operator that top each account up to `wei`, after checking the operator can pay them all.
+
+    `confirm` is asked before any ether leaves the operator's keystore (with what would be
+    spent, and on what); when it says no, nothing is sent."""
     if rpc.is_anvil(chain):
         rpc.fund(chain, addresses)
         return
@@ -106,8 +110,11 @@ def fund_accounts(chain: Chain, operator: LocalAccount | None, addresses: Sequen
             f"the operator {operator.address} holds {_ether(balance)} ETH on chain {chain.chain_id}, but topping up "
             f"{len(shortfalls)} accounts to {_ether(wei)} ETH (chain.fund_ether) needs {_ether(needed)} ETH with gas"
         )
-    print(f"funding {len(shortfalls)} accounts from operator {operator.address} ({_ether(needed)} ETH with gas)",
-          file=sys.stderr, flush=True)
+    plan = (f"fund {len(shortfalls)} accounts from operator {operator.address} with up to {_ether(needed)} ETH "
+            f"(gas included) on chain {chain.chain_id}")
+    if confirm is not None and not confirm(plan):
+        raise UsageError(f"not confirmed: nothing was spent (would {plan})")
+    print(f"[chain] {plan[0].upper()}{plan[1:]}", file=sys.stderr, flush=True)
     for address, missing in shortfalls.items():
         chain.transfer(operator, address, missing)
 

@@ -24,8 +24,11 @@ DEVELOPMENT_NODES = ("anvil", CLIENT_VERSION)  # nodes whose clock tests may mov
 
 def connect(url: str, *, expected_chain_id: int | None = None, timeout: float = 10.0,
             receipt_timeout: float = 120.0, retry_seconds: float = DEFAULT_RETRY_SECONDS,
-            on_close: Callable[[], None] | None = None) -> Chain:
-    """A `Chain` over HTTP; fails early and clearly if the node is down or on another chain."""
+            on_close: Callable[[], None] | None = None, development: bool = False) -> Chain:
+    """A `Chain` over HTTP; fails early and clearly if the node is down or on another chain.
+
+    `development` says the caller started this node for itself (its own anvil, or the
+    bridge to its embedded chain): only there may seed-derived accounts act."""
     provider = RetryingHTTPProvider(url, timeout=timeout, retry_seconds=0)
     web3 = Web3(provider)
     try:
@@ -45,6 +48,7 @@ def connect(url: str, *, expected_chain_id: int | None = None, timeout: float = 
         increase_time=(lambda seconds: _increase_time(web3, seconds)) if is_dev_node else None,
         receipt_timeout=receipt_timeout,
         on_close=on_close,
+        development=development,
     )
 
 

@@ -26,6 +26,7 @@ from fl_chain.chain.accounts import DEFAULT_PASSWORD_ENV, unlock_keystore
 from fl_chain.chain.federation import Member, Role
 from fl_chain.chain.federation_file import attach_over_rpc
 from fl_chain.chain.ledger import Ledger
+from fl_chain.envelope import is_usable_recipient
 from fl_chain.errors import UsageError
 from fl_chain.jsonfiles import read_json
 
@@ -60,6 +61,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                           '"x25519") instead of --address and --x25519')
     add.add_argument("--roles", required=True, metavar="ROLES",
                      help=f"comma-separated, of: {', '.join(ROLE_NAMES)}")
+    add.add_argument("--max-examples", type=int, default=0, metavar="N",
+                     help="the most examples one of its updates may claim (default: the federation's maximum)")
     add.add_argument("--aggregator", action="store_true", help="also appoint the member as the aggregator")
     add.set_defaults(handler=handle_add)
 
@@ -94,9 +97,14 @@ def handle_add(args: argparse.Namespace) -> int:
     ledger, admin = _as_admin(args)
     if ledger.member(address).active:
         raise UsageError(f"{address} is already an active member of {ledger.address}")
-    ledger.add_members(admin, [(address, x25519, roles)])
+    maximum = ledger.parameters().max_examples
+    if not 0 <= args.max_examples <= maximum:
+        raise UsageError(f"--max-examples must be between 1 and the federation's maximum of {maximum} "
+                         f"(or 0 for that maximum), got {args.max_examples}")
+    ledger.add_members(admin, [(address, x25519, roles, args.max_examples)])
     member = ledger.member(address)
-    print(f"added {address} as member #{member.index} ({role_names(roles)})")
+    print(f"added {address} as member #{member.index} ({role_names(roles)}, at most {member.example_cap} examples "
+          "per update)")
     if args.aggregator:
         ledger.set_aggregator(admin, address)
         print(f"appointed {address} as the aggregator")
@@ -140,8 +148,9 @@ def parse_x25519(text: str | None, option: str) -> bytes:
         key = b""
     if len(key) != 32:
         raise UsageError(f"{option} must be an X25519 public key, 32 bytes in hex (64 digits): {text!r}")
-    if not any(key):
-        raise UsageError(f"{option} is the all-zero key, which no one can open updates with")
+    if not is_usable_recipient(key):
+        raise UsageError(f"{option} is a point of small order on Curve25519 ({key.hex()[:16]}…): nobody could seal "
+                         "updates for it, and every participant's sealing would stop; ask the member for its real key")
     return key
 
 
@@ -190,7 +199,8 @@ def role_names(roles: Role) -> str:
 
 def member_json(member: Member) -> dict[str, Any]:
     return {"index": member.index, "address": member.address, "roles": role_names(member.roles).split(","),
-            "active": member.active, "x25519": member.x25519.hex()}
+            "active": member.active, "x25519": member.x25519.hex(), "example_cap": member.example_cap,
+            "since_block": member.since}
 
 
 def members_table(members: Sequence[Member]) -> str:

@@ -23,6 +23,7 @@ from typing import BinaryIO, Protocol, runtime_checkable
 from fl_chain.errors import BlobCorrupted, BlobNotFound, InvalidCid, StoreError
 from fl_chain.storage import dag
 from fl_chain.storage.cid import RAW, Cid
+from fl_chain.storage.dag import MAX_BLOB_BYTES
 from fl_chain.storage.unixfs import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_MAX_LINKS,
@@ -44,8 +45,12 @@ class ContentStore(Protocol):
         """Store a blob; returns its kubo-compatible CID."""
         ...
 
-    def get(self, cid: Cid) -> bytes:
-        """The blob's bytes, verified against `cid`."""
+    def get(self, cid: Cid, max_size: int = MAX_BLOB_BYTES) -> bytes:
+        """The blob's bytes, verified against `cid`; `BlobTooLarge` if it declares over `max_size`."""
+        ...
+
+    def declared_size(self, cid: Cid) -> int:
+        """The size the blob declares, read from its root block alone."""
         ...
 
     def has(self, cid: Cid) -> bool:
@@ -68,11 +73,14 @@ class LocalStore:
         max_links: int = DEFAULT_MAX_LINKS,
         fsync: bool = False,
     ) -> None:
-        """`chunk_size`/`max_links` other than kubo's defaults give CIDs IPFS would not.
+        """`chunk_size`/`max_links` other than kubo's defaults give CIDs IPFS would not;
+        `max_links` may not exceed `dag.MAX_LINKS`, the widest node a read accepts.
 
         `fsync=True` also flushes each block to disk before it becomes visible, for stores
         that must survive a power cut; atomicity between processes does not need it.
         """
+        if max_links > dag.MAX_LINKS:
+            raise ValueError(f"max_links must be at most {dag.MAX_LINKS} (reads refuse wider nodes), got {max_links}")
         self.root = Path(root)
         self.chunk_size = chunk_size
         self.max_links = max_links
@@ -100,16 +108,24 @@ class LocalStore:
         with Path(path).open("rb", buffering=0) as stream:
             return self.put_stream(stream)
 
-    def get(self, cid: Cid) -> bytes:
-        """The blob's bytes; `BlobNotFound`/`BlobCorrupted` name the block at fault."""
-        return b"".join(self.iter_content(cid))
+    def get(self, cid: Cid, max_size: int = MAX_BLOB_BYTES) -> bytes:
+        """The blob's bytes; `BlobNotFound`/`BlobCorrupted` name the block at fault.
 
-    def iter_content(self, cid: Cid) -> Iterator[bytes]:
+        A blob declaring more than `max_size` bytes is refused (`BlobTooLarge`) before any leaf is read.
+        """
+        return b"".join(self.iter_content(cid, max_size))
+
+    def iter_content(self, cid: Cid, max_size: int = MAX_BLOB_BYTES) -> Iterator[bytes]:
         """The blob's bytes piece by piece, each block verified before it is yielded.
 
-        A fault deep in the DAG is raised only when reached, after the pieces before it.
+        A fault deep in the DAG is raised only when reached, after the pieces before it;
+        `dag.file_content` says what a DAG must satisfy to be read at all.
         """
-        return dag.file_content(self.get_block, cid)
+        return dag.file_content(self.get_block, cid, max_size)
+
+    def declared_size(self, cid: Cid) -> int:
+        """The size the blob declares, read from its root block alone (see `dag.declared_size`)."""
+        return dag.declared_size(self.get_block, cid)
 
     def has(self, cid: Cid) -> bool:
         """Whether every block under `cid` is present.

@@ -7,10 +7,13 @@ embedded store and IPFS without touching what the chain committed:
   chunks, 174 links per node, sha2-256, balanced layout) and refuses a daemon that answers
   with another CID: a daemon whose `Import` config overrides a default it was not told
   must not silently change what gets committed.
-- `get` reads with `cat`, letting kubo fetch from the IPFS network (participants' blobs
-  usually live on their own nodes), under kubo's own `timeout` so an unknown CID becomes
-  `BlobNotFound` after `timeout` seconds instead of a hang. The bytes must give back the
-  CID under kubo's default layout, the layout of every CID in this project.
+- `get` reads block by block with `block/get`, letting kubo fetch from the IPFS network
+  (participants' blobs usually live on their own nodes), each call under kubo's own
+  `timeout` so an unknown CID becomes `BlobNotFound` after `timeout` seconds instead of a
+  hang. Not `cat`: kubo would expand a crafted DAG (one child linked many times, sizes
+  that lie) into terabytes and stream them here, where `dag.file_content` refuses it
+  after reading its root. The bytes must give back the CID under kubo's default layout,
+  the layout of every CID in this project.
 - `has` and `pin` ask offline: presence means "held by this daemon" (no network fetch),
   and a pin, recursive, needs the blob complete here, as `LocalStore.pin` does.
 - `push` and `pull` move whole DAGs as CAR files (`dag/import` pins each root on the way
@@ -49,6 +52,7 @@ from fl_chain.errors import BlobCorrupted, BlobNotFound, InvalidCid, StoreError,
 from fl_chain.storage import car, dag
 from fl_chain.storage.blockstore import LocalStore
 from fl_chain.storage.cid import RAW, Cid
+from fl_chain.storage.dag import MAX_BLOB_BYTES
 from fl_chain.storage.unixfs import DEFAULT_CHUNK_SIZE, DEFAULT_MAX_LINKS, cid_of
 
 DEFAULT_API = "/ip4/127.0.0.1/tcp/5001"
@@ -108,7 +112,7 @@ class IpfsStore:
     def __init__(self, api: str = DEFAULT_API, *, timeout: float = DEFAULT_TIMEOUT) -> None:
         """Connects and checks the daemon's version at once: `StoreUnreachable` if nothing answers.
 
-        `timeout` bounds every call, and is how long kubo may look for a blob it does not hold.
+        `timeout` bounds every call, and is how long kubo may look for a block it does not hold.
         """
         if not 0 < timeout < math.inf:
             raise UsageError(f"the kubo timeout must be a finite positive number of seconds, got {timeout!r}")
@@ -171,14 +175,22 @@ class IpfsStore:
             )
         return stored
 
-    def get(self, cid: Cid) -> bytes:
-        """The blob's bytes, fetched by kubo from the network if need be, within `timeout`."""
-        with self._rpc("cat", cid):
-            data = self._client.cat(str(cid), opts=self._deadline())
+    def get(self, cid: Cid, max_size: int = MAX_BLOB_BYTES) -> bytes:
+        """The blob's bytes, each block fetched by kubo from the network if need be, within `timeout`.
+
+        A blob declaring more than `max_size` bytes is refused (`BlobTooLarge`) once its root is read.
+        """
+        data = b"".join(dag.file_content(self._fetch_block, cid, max_size))
         found = cid_of(data)
         if found != cid:
-            raise BlobCorrupted(f"kubo at {self.api} returned {len(data)} bytes for {cid} that hash to {found}")
+            raise BlobCorrupted(
+                f"kubo at {self.api} returned {len(data)} bytes for {cid} that hash to {found} under kubo's default layout"
+            )
         return data
+
+    def declared_size(self, cid: Cid) -> int:
+        """The size the blob declares, from its root block alone (fetched like `get` does)."""
+        return dag.declared_size(self._fetch_block, cid)
 
     def has(self, cid: Cid) -> bool:
         """Whether the daemon itself holds every block under `cid` (asked offline)."""
@@ -212,12 +224,7 @@ class IpfsStore:
 
     def get_block(self, cid: Cid) -> bytes:
         """One block the daemon holds (asked offline), after checking it hashes to `cid`."""
-        with self._rpc("block/get", cid):
-            data = self._client.block.get(str(cid), offline=True)
-        if sha256(data).digest() != cid.digest:
-            found = Cid(cid.codec, sha256(data).digest())
-            raise BlobCorrupted(f"kubo at {self.api} returned block {cid} with bytes that hash to {found}")
-        return data
+        return self._block(cid, offline=True)
 
     def export_car(self, root: Cid, out: BinaryIO) -> None:
         """Write the daemon's CAR of the DAG under `root` (fetched from the network if need be)."""
@@ -242,6 +249,19 @@ class IpfsStore:
         return roots
 
     # -- plumbing --------------------------------------------------------------------------
+
+    def _fetch_block(self, cid: Cid) -> bytes:
+        """Block source for `get`: kubo may fetch the block from the network, within `timeout`."""
+        return self._block(cid, opts=self._deadline())
+
+    def _block(self, cid: Cid, **options: Any) -> bytes:
+        """`block/get` with `options`, after checking the bytes hash to `cid`."""
+        with self._rpc("block/get", cid):
+            data = self._client.block.get(str(cid), **options)
+        digest = sha256(data).digest()
+        if digest != cid.digest:
+            raise BlobCorrupted(f"kubo at {self.api} returned block {cid} with bytes that hash to {Cid(cid.codec, digest)}")
+        return data
 
     def _probe(self, cid: Cid) -> bytes:
         """Block source for `has`: inner nodes are read (for their links), raw leaves only stat'ed."""

@@ -1,0 +1,150 @@
+"""What a participant (and, if it validates, a validator) does with each request, without Flower.
+
+A participant trusts no request: the round it is asked to train must be open on chain on
+the announced model, an attestation is of the chain's finalized attempt as the validator
+judges it itself, and a model to evaluate must be the one the chain finalized. Training and
+evaluation are the task's (`train` and `evaluate` callables); everything else is here, so
+the ClientApp and the in-process transport run the same code.
+
+A participant does not depend on the aggregator relaying its commitment: after
+`commit_grace` seconds without seeing it on chain it sends it with its own transaction
+(`commit_unless_relayed`), so a receipt the aggregator swallows still counts, and the
+censorship is visible.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from eth_account.signers.local import LocalAccount
+
+from fl_chain import protocol
+from fl_chain.chain.commitment import SignedCommitment
+from fl_chain.chain.federation import RoundStatus
+from fl_chain.chain.ledger import Ledger
+from fl_chain.errors import FlChainError
+from fl_chain.identity import Identity
+from fl_chain.messages import Evaluation, Receipt, Ticket, read_cid, read_int
+from fl_chain.protocol import Federation, ProtocolError
+from fl_chain.timing import Stopwatch
+
+Tensors = Mapping[str, np.ndarray]
+DEADLINE_MARGIN = 5  # seconds before the deadline by which a participant's own commitment is sent
+WATCH_POLL = 1.0
+
+
+@dataclass(frozen=True)
+class Trained:
+    """A task's local training result: the new weights, the examples they were trained on
+    (the update's FedAvg weight, capped on chain) and the task's own figures (e.g. loss)."""
+
+    tensors: dict[str, np.ndarray]
+    examples: int
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Evaluated:
+    metrics: dict[str, float]
+    examples: int
+
+
+TrainFn = Callable[[Tensors, Ticket], Trained]
+EvaluateFn = Callable[[Tensors], Evaluated]
+Watcher = Callable[[SignedCommitment], None]
+
+
+@dataclass
+class ParticipantRole:
+    """One member's side of the protocol. `identity` is called when a key is first needed
+    (a deployed keystore takes a moment to unlock); `watch` is how it keeps an eye on its
+    own commitment after replying (a thread here, a separate process in a deployment)."""
+
+    federation: Federation
+    identity: Callable[[], Identity]
+    train_fn: TrainFn
+    evaluate_fn: EvaluateFn
+    watch: Watcher | None = None
+
+    def train(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """Fetch the announced model (checked against the chain), train, seal, store, sign."""
+        ticket = Ticket.from_record(payload)
+        stopwatch = Stopwatch()
+        with stopwatch("fetch"):
+            base = protocol.fetch_global_model(self.federation, ticket)
+        with stopwatch("train"):
+            trained = self.train_fn(base, ticket)
+        signed = protocol.commit_update(self.federation, self.identity(), ticket, trained.tensors, trained.examples,
+                                        stopwatch)
+        if self.watch is not None:
+            self.watch(signed)
+        size = self.federation.store.declared_size(signed.commitment.cid)
+        metrics = {**trained.metrics, "examples": float(trained.examples), "bytes": float(size),
+                   **{f"seconds_{stage}": seconds for stage, seconds in stopwatch.seconds.items()}}
+        return {"receipt": Receipt(signed).to_record(), "metrics": metrics}
+
+    def attest(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """Judge the chain's finalized attempt with this validator's own key and attest what it finds."""
+        round_number = read_int(payload, "round", "the attestation request", 1)
+        start = time.perf_counter()
+        identity = self.identity()
+        judgement = protocol.judge(self.federation, identity, round_number)
+        gas = protocol.attest(self.federation, identity, round_number, judgement.model)
+        metrics = {"gas": float(gas), "seconds_attest": time.perf_counter() - start}
+        return {"attestation": {"cid": str(judgement.model), "validator": identity.address,
+                                "disputes": "; ".join(judgement.disputes)}, "metrics": metrics}
+
+    def evaluate(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """Score the round's finalized model (checked against the chain) on the local test split, signed."""
+        what = "the evaluation request"
+        round_number, announced = read_int(payload, "round", what, 1), read_cid(payload, "model", what)
+        start = time.perf_counter()
+        finalized = self.federation.ledger.round(round_number).global_model
+        if announced != finalized:
+            raise ProtocolError(f"asked to evaluate {announced}, but round {round_number} finalized {finalized}")
+        evaluated = self.evaluate_fn(protocol.load_model(self.federation.store, announced))
+        evaluation = Evaluation.sign(self.identity().account, self.federation.address, self.federation.chain_id,
+                                     round_number, announced, evaluated.metrics, evaluated.examples)
+        return {"evaluation": evaluation.to_record(),
+                "metrics": {"seconds_evaluate": time.perf_counter() - start}}
+
+
+def commit_unless_relayed(ledger: Ledger, participant: LocalAccount, signed: SignedCommitment, grace: float,
+                          poll: float = WATCH_POLL) -> bool:
+    """Waits up to `grace` seconds (never past shortly before the deadline) for this
+    commitment to appear on chain; if it has not, sends it with the participant's own
+    transaction. Returns whether it committed itself."""
+    commitment = signed.commitment
+    state = ledger.round(commitment.round)
+    give_up = min(time.time() + grace, state.deadline - DEADLINE_MARGIN)
+    while True:
+        state = ledger.round(commitment.round)
+        if (state.status != RoundStatus.OPEN or state.attempt != commitment.attempt
+                or commitment.participant in ledger.committed(commitment.round)):
+            return False
+        if time.time() >= give_up:
+            break
+        time.sleep(min(poll, max(0.0, give_up - time.time())))
+    ledger.commit(participant, commitment.round, commitment.cid, commitment.examples)
+    return True
+
+
+def watch_in_thread(federation: Federation, identity: Callable[[], Identity], grace: float) -> Watcher:
+    """A watcher for processes that outlive the reply (a simulation's participants): a
+    daemon thread per commitment; a chain gone away (the run ended) ends it quietly."""
+
+    def watch(signed: SignedCommitment) -> None:
+        def run() -> None:
+            try:
+                commit_unless_relayed(federation.ledger, identity().account, signed, grace)
+            except FlChainError:
+                pass  # the round moved on or the chain is gone: nothing left to commit to
+
+        threading.Thread(target=run, name=f"commit-watch-{signed.commitment.round}", daemon=True).start()
+
+    return watch
