@@ -57,8 +57,8 @@ def _check_data_files(config: dict[str, Any]) -> None:
         return
     for file in config["task"]["files"]:
         if not Path(file).is_file():
-            raise UsageError(f"task.files names {file}, which does not exist" if not Path(file).exists()
-                             else f"task.files names {file}, which is not a file")
+            raise UsageError(f"task.files: {file} does not exist" if not Path(file).exists()
+                             else f"task.files: {file} is a directory, not a file")
 
 
 def validate(config: dict[str, Any]) -> None:
@@ -67,7 +67,7 @@ def validate(config: dict[str, Any]) -> None:
     for key in ("seed", "num_participants", "rounds", "quorum", "num_validators", "attestation_threshold",
                 "round_duration", "fraction_train", "reply_timeout", "committee_size", "max_examples",
                 "max_update_norm", "commit_grace"):
-        fractional = key in ("fraction_train", "reply_timeout", "max_update_norm", "commit_grace")
+        fractional = key in ("fraction_train", "reply_timeout", "max_update_norm")
         if isinstance(config[key], bool) or not isinstance(config[key], (int, float) if fractional else int):
             raise UsageError(f"{key} must be {'a number' if fractional else 'an integer'}, got {config[key]!r}")
     participants = config["num_participants"]
@@ -88,7 +88,9 @@ def validate(config: dict[str, Any]) -> None:
         (1 <= config["max_examples"] < 2**64, f"max_examples must be at least 1, got {config['max_examples']}"),
         (0 < config["max_update_norm"] < float("inf"),
          f"max_update_norm must be a positive number, got {config['max_update_norm']}"),
-        (config["commit_grace"] > 0, f"commit_grace must be positive, got {config['commit_grace']}"),
+        (0 <= config["commit_grace"] < config["round_duration"],
+         f"commit_grace {config['commit_grace']} must be at least 0 and shorter than round_duration "
+         f"({config['round_duration']})"),
         (0 < config["fraction_train"] <= 1, f"fraction_train must be in (0, 1], got {config['fraction_train']}"),
         (config["seed"] >= 0, f"seed must be at least 0, got {config['seed']}"),
         (config["round_duration"] >= 1, f"round_duration must be at least 1 second, got {config['round_duration']}"),

@@ -38,6 +38,7 @@ from fl_chain.chain.chain import Chain
 from fl_chain.chain.embedded import EmbeddedChain
 from fl_chain.chain.federation import FederationParameters, experiment_of, task_hash
 from fl_chain.chain.federation_file import describe
+from fl_chain.chain.history import HISTORY_FILE, export_history
 from fl_chain.chain.ledger import Ledger
 from fl_chain.chain.operator import RpcSettings, connect_operator, fund_accounts
 from fl_chain.consortium import SimulatedConsortium
@@ -86,7 +87,10 @@ def serve_chain(config: dict[str, Any], run_dir: Path, funded: list[str], resume
     elif chain["backend"] == "anvil":
         with AnvilNode(chain_id=chain["chain_id"]) as node:
             rpc.fund(rpc.connect(node.url), funded)
-            yield node.url
+            try:
+                yield node.url
+            finally:  # the node ends with the run: its signed history is what verify re-executes
+                export_history(rpc.connect(node.url).web3, run_dir / HISTORY_FILE)
     else:
         connected, operator = connect_operator(chain)
         fund_accounts(connected, operator, funded, RpcSettings.from_config(chain).fund_wei, confirm)
@@ -133,6 +137,7 @@ class Experiment:
             committee_size=self.config["committee_size"],
             max_examples=self.config["max_examples"],
             update_norm_bound=float(self.config["max_update_norm"]),
+            commit_grace=int(self.config["commit_grace"]),
         )
 
     def example_caps(self) -> list[int]:

@@ -142,7 +142,7 @@ def _simulated_node(settings_json: str, index: int) -> Node:
         return LocalData(dataset.participants[index], dataset.input_shape, dataset.num_classes)
 
     participant = consortium.participants[index]
-    watcher = (lambda identity: watch_in_thread(federation, identity, settings.commit_grace))
+    watcher = (lambda identity: watch_in_thread(federation, identity))
     return Node(index, participant.address, lambda: participant, federation, settings, load_data, watcher=watcher)
 
 
@@ -191,7 +191,7 @@ def _deployed_node(settings_json: str, keys: tuple[tuple[str, str], ...]) -> Nod
         return _table(str(data_file), target, settings.seed, index, test_fraction, json.dumps(shared.to_dict()))
 
     def watcher(identity: Callable[[], Identity]) -> Callable[[SignedCommitment], None]:
-        return lambda signed: _watch_in_process(config, settings.commit_grace, signed)
+        return lambda signed: _watch_in_process(config, signed)
 
     return Node(index, address, unlock, federation, settings, load_data, ships_blobs=True, summarize=summarize,
                 watcher=watcher)
@@ -219,12 +219,12 @@ def _agreed_preprocessing(federation: Federation, settings: RunSettings, address
     return SignedSummary.combine(signed)
 
 
-def _watch_in_process(config: Mapping[str, str], grace: float, signed: SignedCommitment) -> None:
+def _watch_in_process(config: Mapping[str, str], signed: SignedCommitment) -> None:
     """A deployed ClientApp's process ends with its reply, so a detached process keeps an eye
     on the commitment and sends it itself if the aggregator does not relay it in time."""
     command = [sys.executable, "-m", "clients.watch", "--keystore", config["keystore"],
                "--password-file", config["password-file"], "--federation-file", config["federation-file"],
-               "--chain-url", config["chain-url"], "--grace", str(grace)]
+               "--chain-url", config["chain-url"]]
     process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                start_new_session=True)
     assert process.stdin is not None

@@ -20,7 +20,6 @@ from clients.data.dataset import FederatedDataset
 from fl_chain.errors import UsageError
 
 OPTIMIZERS = ("sgd", "adam")
-DEFAULT_COMMIT_GRACE = 30.0
 
 
 @dataclass(frozen=True)
@@ -95,10 +94,6 @@ class RunSettings:
     @property
     def drills(self) -> list[dict[str, Any]]:
         return list(self.experiment.get("drills") or [])
-
-    @property
-    def commit_grace(self) -> float:
-        return float(self.experiment.get("commit_grace", DEFAULT_COMMIT_GRACE))
 
     @property
     def training(self) -> TrainingSettings:

@@ -1,8 +1,9 @@
 """`python -m clients.watch`: a deployed site's own commitment, sent if the aggregator sits on it.
 
 A deployed ClientApp lives for one message, so after it replies with a receipt it starts
-this detached process (clients/node.py): it waits `--grace` seconds for the commitment to
-appear on chain and, if it has not, sends it with the site's own transaction
+this detached process (clients/node.py): it waits until shortly before the federation's
+commit grace ends for the commitment to appear on chain and, if it has not, sends it with
+the site's own transaction
 (fl_chain.participant.commit_unless_relayed). The signed receipt comes on standard input;
 the keystore's password only from its file, never from the command line.
 """
@@ -26,7 +27,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m clients.watch", description=__doc__.splitlines()[0])
     for option in ("--keystore", "--password-file", "--federation-file", "--chain-url"):
         parser.add_argument(option, required=True)
-    parser.add_argument("--grace", type=float, required=True)
     args = parser.parse_args(argv)
     try:
         record = json.loads(sys.stdin.read())
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
                         federation_file.genesis_model, 0)  # only round and attempt are compared
         receipt = Receipt.from_record(record, ticket=ticket, sender=account.address, chain_id=ledger.chain.chain_id,
                                       federation=ledger.address)
-        commit_unless_relayed(ledger, account, receipt.signed, args.grace)
+        commit_unless_relayed(ledger, account, receipt.signed)
     except (FlChainError, ValueError) as error:
         print(f"clients.watch: {error}", file=sys.stderr)
         return 1

@@ -71,6 +71,10 @@ contract Federation {
         uint64 maxExamples;
         /// IEEE-754 binary64 bits of the largest L2 distance an update may have from its base model
         uint64 updateNormBound;
+        /// seconds after opening during which a participant not relayed may still commit
+        /// itself and must be accounted for: no attempt finalizes before it unless every
+        /// participant committed, and nothing committed within it may be called late
+        uint64 commitGrace;
     }
 
     struct Member {
@@ -145,12 +149,15 @@ contract Federation {
     uint32 public immutable committeeSize;
     uint64 public immutable maxExamples;
     uint64 public immutable updateNormBound;
+    uint64 public immutable commitGrace;
     uint256 private immutable deployedChainId;
     bytes32 private immutable deployedDomainSeparator;
 
     address public admin;
     address public aggregator;
     uint64 public latestAcceptedRound;
+    /// active members with the participant role: when all of them committed, nobody is left to wait for
+    uint32 public activeParticipants;
 
     mapping(address => Member) private members;
     address[] private memberAddresses;
@@ -160,6 +167,8 @@ contract Federation {
     mapping(uint256 => mapping(uint256 => uint256)) private committedBits;
     mapping(uint256 => mapping(uint256 => uint256)) private includedBits;
     mapping(uint256 => mapping(uint256 => uint256)) private committeeBits;
+    /// when a member committed, if it was not through the aggregator's own relay
+    mapping(uint256 => mapping(uint256 => uint64)) private selfCommitTime;
     mapping(uint256 => mapping(address => bool)) private attested;
 
     event FederationCreated(Parameters parameters, address admin, bytes32 genesisDigest, uint32 genesisCodec);
@@ -211,6 +220,8 @@ contract Federation {
     error ExcludedAndIncluded(uint64 round, address participant);
     error CommitmentsUnaccounted(uint64 round, uint256 seen, uint256 included, uint256 excluded);
     error SeenTooMany(uint64 round, uint256 seen, uint256 commitments);
+    error CommitWindowOpen(uint64 round, uint64 until);
+    error NotLate(uint64 round, address participant);
     error RoundNotFinalized(uint64 round, RoundStatus status);
     error AlreadyAttested(uint64 round, address validator);
     error CannotFail(uint64 round, RoundStatus status, uint64 notBefore);
@@ -230,7 +241,7 @@ contract Federation {
             parameters.quorum == 0 || parameters.roundDuration == 0 || parameters.attestationThreshold == 0
                 || admin_ == address(0) || parameters.maxExamples == 0
                 || (parameters.committeeSize != 0 && parameters.committeeSize < parameters.attestationThreshold)
-                || !_positiveFinite(parameters.updateNormBound)
+                || !_positiveFinite(parameters.updateNormBound) || parameters.commitGrace >= parameters.roundDuration
         ) {
             revert InvalidParameters();
         }
@@ -242,6 +253,7 @@ contract Federation {
         committeeSize = parameters.committeeSize;
         maxExamples = parameters.maxExamples;
         updateNormBound = parameters.updateNormBound;
+        commitGrace = parameters.commitGrace;
         admin = admin_;
         deployedChainId = block.chainid;
         deployedDomainSeparator = _buildDomainSeparator();
@@ -279,6 +291,7 @@ contract Federation {
         Member storage m = members[member];
         if (!m.active) revert UnknownMember(member);
         m.active = false;
+        if (m.roles & ROLE_PARTICIPANT != 0) activeParticipants -= 1;
         emit MemberRemoved(member, m.index);
         if (member == aggregator) {
             emit AggregatorChanged(member, address(0));
@@ -312,6 +325,7 @@ contract Federation {
         }
         m.roles = roles;
         m.active = true;
+        if (roles & ROLE_PARTICIPANT != 0) activeParticipants += 1;
         m.since = uint64(block.number);
         m.exampleCap = exampleCap;
         m.x25519 = x25519;
@@ -370,6 +384,7 @@ contract Federation {
             if (refusal == Refusal.None) {
                 rd.commitmentLog = log;
                 rd.commitments += 1;
+                _stampSelfCommit(round, rd.attempt, msg.sender);
                 return;
             }
         }
@@ -388,6 +403,7 @@ contract Federation {
         if (roundRefusal != Refusal.None) revert Refused(round, address(0), roundRefusal);
         bytes32 separator = domainSeparator();
         bytes32 log = rd.commitmentLog;
+        bool byAggregator = msg.sender == aggregator;
         for (uint256 i = 0; i < batch.length; ++i) {
             SignedCommitment calldata c = batch[i];
             bytes32 hash = _commitmentHash(separator, round, attempt, c.digest, c.codec, c.examples);
@@ -399,6 +415,7 @@ contract Federation {
             (refusal, log) = _record(round, attempt, log, c.participant, c.digest, c.codec, c.examples);
             if (refusal == Refusal.None) {
                 ++accepted;
+                if (!byAggregator) _stampSelfCommit(round, attempt, c.participant);
             } else {
                 emit CommitmentRefused(round, c.participant, refusal);
             }
@@ -424,6 +441,8 @@ contract Federation {
         Round storage rd = rounds[round];
         if (rd.status != RoundStatus.Open) revert RoundNotOpen(round, rd.status);
         if (seen > rd.commitments) revert SeenTooMany(round, seen, rd.commitments);
+        uint64 windowEnd = rd.deadline - roundDuration + commitGrace;
+        if (block.timestamp < windowEnd && rd.commitments < activeParticipants) revert CommitWindowOpen(round, windowEnd);
         uint256 count = _account(round, rd, included, excluded, seen);
         rd.included = uint32(count);
         if (count < quorum) {
@@ -493,7 +512,8 @@ contract Federation {
             attestationThreshold: attestationThreshold,
             committeeSize: committeeSize,
             maxExamples: maxExamples,
-            updateNormBound: updateNormBound
+            updateNormBound: updateNormBound,
+            commitGrace: commitGrace
         });
     }
 
@@ -561,7 +581,7 @@ contract Federation {
         }
         uint256[] memory excludedWords = _exclude(round, session, excluded);
         if (count + excluded.length != seen) revert CommitmentsUnaccounted(round, seen, count, excluded.length);
-        if (seen < rd.commitments) _excludeLate(round, session, included, excludedWords);
+        if (seen < rd.commitments) _excludeLate(round, rd, included, excludedWords);
     }
 
     function _announce(uint64 round, Round storage rd, uint256[] calldata included) private {
@@ -598,20 +618,27 @@ contract Federation {
         }
     }
 
-    /// Excludes, as late, every commitment neither included nor explicitly excluded.
+    /// Excludes, as late, every commitment neither included nor explicitly excluded. Only a
+    /// member's own commitment after the commit grace can be late: one the aggregator
+    /// relayed itself, or one made while participants may still commit themselves, it must
+    /// account for.
     function _excludeLate(
         uint64 round,
-        uint256 session,
+        Round storage rd,
         uint256[] calldata included,
         uint256[] memory excludedWords
     ) private {
+        uint256 session = _session(round, rd.attempt);
+        uint64 windowEnd = rd.deadline - roundDuration + commitGrace;
         for (uint256 w = 0; w < excludedWords.length; ++w) {
             uint256 accounted = excludedWords[w] | (w < included.length ? included[w] : 0);
             uint256 late = committedBits[session][w] & ~accounted;
             while (late != 0) {
-                uint256 bit = _lowestBit(late);
+                uint256 index = w * 256 + _lowestBit(late);
                 late &= late - 1;
-                emit Excluded(round, memberAddresses[w * 256 + bit], Exclusion.Late);
+                uint64 committedAt = selfCommitTime[session][index];
+                if (committedAt == 0 || committedAt < windowEnd) revert NotLate(round, memberAddresses[index]);
+                emit Excluded(round, memberAddresses[index], Exclusion.Late);
             }
         }
     }
@@ -657,6 +684,11 @@ contract Federation {
     function _onCommittee(Member storage m, Round storage rd, uint256 session) private view returns (bool) {
         if (committeeSize == 0) return m.since < rd.openedBlock;
         return committeeBits[session][m.index >> 8] & (uint256(1) << (m.index & 255)) != 0;
+    }
+
+    /// When a member's commitment reached the chain other than through the aggregator's relay.
+    function _stampSelfCommit(uint64 round, uint32 attempt, address participant) private {
+        selfCommitTime[_session(round, attempt)][members[participant].index] = uint64(block.timestamp);
     }
 
     function _roundRefusal(Round storage rd, uint32 attempt) private view returns (Refusal) {

@@ -34,7 +34,7 @@ from fl_chain import cli
 from fl_chain.chain import rpc
 from fl_chain.chain.accounts import write_keystore
 from fl_chain.chain.anvil import AnvilNode
-from fl_chain.commands.verify import ANVIL_STATE
+from fl_chain.chain.history import HISTORY_FILE, export_history
 from fl_chain.errors import FlChainError, UsageError
 from fl_chain.orgkeys import MemberCard, OrgFiles, generate_org, superlink_tls
 
@@ -112,7 +112,7 @@ class Demo:
     # ------------------------------------------------------------ the deployment, in order
 
     def run(self) -> Path:
-        anvil = self._stack.enter_context(AnvilNode(dump_state=self.out / "chain-state.json"))
+        anvil = self._stack.enter_context(AnvilNode())
         _say(f"anvil on {anvil.url}")
         federation_file = self._deploy(anvil.url)
         aggregator = self._organization("aggregator", anvil.url)
@@ -130,9 +130,9 @@ class Demo:
             self._start_supernode(org, port, anvil.url, federation_file)
         aggregator_file = self._write_aggregator_file(aggregator, anvil.url, federation_file)
         run_dir = self._run_server_app(aggregator_file)
-        anvil.stop()  # dumps the chain into chain-state.json
-        (run_dir / ANVIL_STATE).parent.mkdir(exist_ok=True)
-        shutil.copyfile(self.out / "chain-state.json", run_dir / ANVIL_STATE)
+        transactions = export_history(rpc.connect(anvil.url).web3, run_dir / HISTORY_FILE)
+        _say(f"the chain's {transactions} signed transactions kept in {run_dir / HISTORY_FILE}")
+        anvil.stop()
         shutil.copytree(aggregator / "store", run_dir / "store", dirs_exist_ok=True)
         _say(f"run directory {run_dir}")
         return run_dir

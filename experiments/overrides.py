@@ -117,7 +117,7 @@ def _compose(loader: ConfigLoader, config_name: str, overrides: Sequence[str],
         del config["hydra"]
     if choices not in defaults:
         defaults[choices] = _plain(compose(config_name=config_name, overrides=list(choices)))
-    _check_types(_plain(config), defaults[choices], "")
+    check_types(_plain(config), defaults[choices], "")
     return config
 
 
@@ -156,7 +156,7 @@ def _plain(config: DictConfig) -> Any:
         raise UsageError(f"cannot resolve {key}: {_first_line(error)}" if key else _first_line(error)) from None
 
 
-def _check_types(value: Any, default: Any, key: str) -> None:
+def check_types(value: Any, default: Any, key: str) -> None:
     """Raises when `value` is not of the kind of `default` (containers are walked key by key)."""
     if default is None or default == MISSING or value == MISSING:
         return
@@ -166,10 +166,10 @@ def _check_types(value: Any, default: Any, key: str) -> None:
     if kind is dict:
         for name, child in value.items():
             if name in default:
-                _check_types(child, default[name], f"{key}.{name}" if key else str(name))
+                check_types(child, default[name], f"{key}.{name}" if key else str(name))
     elif kind is list and _scalar_elements(default):
         for index, element in enumerate(value):
-            _check_types(element, default[0], f"{key}[{index}]")
+            check_types(element, default[0], f"{key}[{index}]")
 
 
 def _kind(value: Any) -> type:

@@ -7,6 +7,13 @@ traceback.
 """
 
 
+def printable(value: object, limit: int = 300) -> str:
+    """Text from a stranger (a file, a message), safe to show on a terminal or in a report:
+    control characters escaped (no terminal escape sequences), cut to `limit` characters."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(value))
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 class FlChainError(Exception):
     """Base of every expected failure; `exit_code` is what the command line returns."""
 

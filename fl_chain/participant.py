@@ -6,10 +6,12 @@ judges it itself, and a model to evaluate must be the one the chain finalized. T
 evaluation are the task's (`train` and `evaluate` callables); everything else is here, so
 the ClientApp and the in-process transport run the same code.
 
-A participant does not depend on the aggregator relaying its commitment: after
-`commit_grace` seconds without seeing it on chain it sends it with its own transaction
-(`commit_unless_relayed`), so a receipt the aggregator swallows still counts, and the
-censorship is visible.
+A participant does not depend on the aggregator relaying its commitment: if it is not on
+chain shortly before the federation's commit grace ends (seconds after the round opened,
+`FederationParameters.commit_grace`), it sends it with its own transaction
+(`commit_unless_relayed`). The contract finalizes no attempt before that grace ends unless
+every participant committed, and lets nothing committed within it be called late, so a
+receipt the aggregator swallows still has to be accounted for.
 """
 
 from __future__ import annotations
@@ -114,34 +116,38 @@ class ParticipantRole:
                 "metrics": {"seconds_evaluate": time.perf_counter() - start}}
 
 
-def commit_unless_relayed(ledger: Ledger, participant: LocalAccount, signed: SignedCommitment, grace: float,
+def commit_unless_relayed(ledger: Ledger, participant: LocalAccount, signed: SignedCommitment,
                           poll: float = WATCH_POLL) -> bool:
-    """Waits up to `grace` seconds (never past shortly before the deadline) for this
-    commitment to appear on chain; if it has not, sends it with the participant's own
-    transaction. Returns whether it committed itself."""
+    """Waits until shortly before the commit grace of the commitment's round ends (or its
+    deadline, for a federation without one) for the commitment to appear on chain; if it
+    has not, sends it with the participant's own transaction. Returns whether it did."""
     commitment = signed.commitment
+    parameters = ledger.parameters()
     state = ledger.round(commitment.round)
-    give_up = min(time.time() + grace, state.deadline - DEADLINE_MARGIN)
+    opened = state.deadline - parameters.round_duration
+    grace = parameters.commit_grace
+    send_at = opened + grace - min(DEADLINE_MARGIN, grace / 3) if grace else state.deadline - DEADLINE_MARGIN
     while True:
         state = ledger.round(commitment.round)
         if (state.status != RoundStatus.OPEN or state.attempt != commitment.attempt
                 or commitment.participant in ledger.committed(commitment.round)):
             return False
-        if time.time() >= give_up:
+        now = max(int(ledger.chain.web3.eth.get_block("latest")["timestamp"]), int(time.time()))
+        if now >= send_at:
             break
-        time.sleep(min(poll, max(0.0, give_up - time.time())))
+        time.sleep(min(poll, send_at - now))
     ledger.commit(participant, commitment.round, commitment.cid, commitment.examples)
     return True
 
 
-def watch_in_thread(federation: Federation, identity: Callable[[], Identity], grace: float) -> Watcher:
+def watch_in_thread(federation: Federation, identity: Callable[[], Identity]) -> Watcher:
     """A watcher for processes that outlive the reply (a simulation's participants): a
     daemon thread per commitment; a chain gone away (the run ended) ends it quietly."""
 
     def watch(signed: SignedCommitment) -> None:
         def run() -> None:
             try:
-                commit_unless_relayed(federation.ledger, identity().account, signed, grace)
+                commit_unless_relayed(federation.ledger, identity().account, signed)
             except FlChainError:
                 pass  # the round moved on or the chain is gone: nothing left to commit to
 

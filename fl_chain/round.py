@@ -149,14 +149,25 @@ class RoundCoordinator:
         ticket = Ticket(state.round, state.attempt, state.base, state.deadline)
         self._gather(ticket, stopwatch)
         self.checkpoint(ticket.round, "relayed")
+        self._await_commit_grace(ticket)
         committed = self.ledger.round(ticket.round).commitments
         if committed < self.plan.quorum:
             self.progress.note(f"round {ticket.round} attempt {ticket.attempt}: {committed} commitments, below the "
                                f"quorum of {self.plan.quorum}; failing it on chain and retrying")
-            self._wait_until(ticket.deadline, ticket.round)
+            self._wait_until(ticket.deadline, ticket.round, "its deadline")
             self.ledger.fail_round(self.aggregator.account, ticket.round)
             return False
         return self._conclude(ticket, stopwatch)
+
+    def _await_commit_grace(self, ticket: Ticket) -> None:
+        """Unless every participant has committed, participants the aggregator could not
+        relay may still commit themselves until the commit grace ends: wait for it (the
+        contract would refuse to finalize before it anyway)."""
+        parameters = self.ledger.parameters()
+        participants = sum(m.active and Role.PARTICIPANT in m.roles for m in self.ledger.members())
+        if parameters.commit_grace and self.ledger.round(ticket.round).commitments < participants:
+            self._wait_until(ticket.deadline - parameters.round_duration + parameters.commit_grace - 1, ticket.round,
+                             "the commit grace")
 
     def _gather(self, ticket: Ticket, stopwatch: Stopwatch) -> None:
         """Asks the sampled participants that have not committed yet to train, checks each
@@ -259,7 +270,8 @@ class RoundCoordinator:
         else:
             self.progress.note(f"round {round_number} attempt {state.attempt}: {state.attestations} of the "
                                "attestations needed arrived; failing it once its attestation window closes")
-            self._wait_until(state.deadline + self.ledger.parameters().round_duration, round_number)
+            self._wait_until(state.deadline + self.ledger.parameters().round_duration, round_number,
+                             "its attestation window")
         self.ledger.fail_round(self.aggregator.account, round_number)
         return False
 
@@ -317,14 +329,14 @@ class RoundCoordinator:
         count = max(self.plan.quorum, round(len(addresses) * self.plan.fraction_train))
         return random.Random(f"{self.plan.seed}/train/{round_number}").sample(addresses, min(count, len(addresses)))
 
-    def _wait_until(self, moment: int, round_number: int) -> None:
+    def _wait_until(self, moment: int, round_number: int, what: str) -> None:
         """Until the chain's clock is past `moment` (moved there on a development chain)."""
         while (wait := moment + 1 - self._chain_time()) > 0:
             if self.plan.fast_forward:  # blocks may run ahead of the clock: re-check after moving it
                 self.ledger.chain.increase_time(wait)
             else:
-                self.progress.note(f"waiting {wait} s for round {round_number}'s deadline to pass")
-                time.sleep(wait)
+                self.progress.note(f"round {round_number}: waiting {wait} s for {what} to pass")
+                time.sleep(min(wait, 5))
 
     def _chain_time(self) -> int:
         """Now, as the chain's next block will see it (never behind the latest block)."""

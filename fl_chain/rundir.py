@@ -2,6 +2,13 @@
 
 A user who mistypes the path, or names the runs/ folder instead of one run in it, gets
 one line that says which, instead of a missing-file error from deep inside a command.
+
+A run directory may come from anyone, so its files are data: its config.yaml is read as
+plain YAML (no OmegaConf, so nothing is resolved: a `${oc.env:...}` could otherwise read
+the user's environment), with aliases refused (a few lines could expand to gigabytes)
+and any interpolation refused by name. What is *done* with a published config is the
+caller's to restrict (experiments/published.py takes only what a run trains, never where
+it runs or who pays).
 """
 
 from __future__ import annotations
@@ -10,9 +17,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
+import yaml
 
-from fl_chain.errors import UsageError
+from fl_chain.errors import UsageError, printable
 
 # every run writes these first (config.yaml; federation.json as soon as its federation exists)
 RUN_MARKERS = ("config.yaml", "federation.json")
@@ -36,13 +43,40 @@ def open_run_dir(path: Path, needs: Sequence[str] = ("config.yaml",)) -> Path:
     raise UsageError(f"{path} is not an fl-chain run directory (no {missing})")
 
 
+MAX_CONFIG_BYTES = 1 << 20
+
+
+class _PlainLoader(yaml.SafeLoader):
+    """YAML's safe loader without anchors and aliases."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:  # noqa: ANN401 - yaml's own signature
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.YAMLError("it uses an alias (*name): run configs have none")
+        return super().compose_node(parent, index)
+
+
 def read_run_config(run_dir: Path) -> dict[str, Any]:
-    """The resolved experiment config a run wrote (config.yaml), as plain data."""
+    """The experiment config a run wrote (config.yaml), as plain data, nothing resolved."""
     path = run_dir / "config.yaml"
     try:
-        config = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-    except Exception as error:  # noqa: BLE001 - any YAML or OmegaConf failure means the same to the user
-        raise UsageError(f"{path} is not a readable config: {' '.join(str(error).split())}") from None
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise UsageError(f"{path} is {path.stat().st_size} bytes, more than a run config ({MAX_CONFIG_BYTES})")
+        config = yaml.load(path.read_text(encoding="utf-8"), Loader=_PlainLoader)  # noqa: S506 - a safe loader
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        raise UsageError(f"{path} is not a readable config: {printable(' '.join(str(error).split()))}") from None
     if not isinstance(config, dict):
         raise UsageError(f"{path} is not a config mapping")
+    _refuse_interpolations(config, path, "")
     return config
+
+
+def _refuse_interpolations(node: Any, path: Path, key: str) -> None:
+    if isinstance(node, dict):
+        for name, child in node.items():
+            _refuse_interpolations(child, path, f"{key}.{name}" if key else str(name))
+    elif isinstance(node, list):
+        for index, child in enumerate(node):
+            _refuse_interpolations(child, path, f"{key}[{index}]")
+    elif isinstance(node, str) and "${" in node:
+        raise UsageError(f"{path}: {key} holds an interpolation ({printable(node)}); a run's files are read as "
+                         "data and never resolved: refused")

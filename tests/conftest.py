@@ -129,7 +129,7 @@ def chain(request: pytest.FixtureRequest, tmp_path: Path, consortium: Consortium
 
 def deploy_federation(
     chain: Chain, consortium: Consortium, *, quorum: int = 3, threshold: int = 2, round_duration: int = 600,
-    committee_size: int = 0, max_examples: int = 1_000_000,
+    committee_size: int = 0, max_examples: int = 1_000_000, commit_grace: int = 0,
 ) -> Ledger:
     """A federation with the whole consortium registered and the aggregator appointed."""
     parameters = FederationParameters(
@@ -140,6 +140,7 @@ def deploy_federation(
         attestation_threshold=threshold,
         committee_size=committee_size,
         max_examples=max_examples,
+        commit_grace=commit_grace,
     )
     ledger = Ledger.deploy(chain, consortium.admin.account, parameters, genesis_cid())
     members = [(consortium.aggregator.address, consortium.aggregator.x25519_public, Role.AGGREGATOR)]

@@ -20,14 +20,18 @@ from experiments.deployment_demo import Demo
 from fl_chain import protocol
 from fl_chain.chain import rpc
 from fl_chain.chain.anvil import AnvilNode
-from fl_chain.chain.federation import Refusal
+from fl_chain.chain.accounts import unlock_keystore
+from fl_chain.chain.federation import FederationParameters, Refusal, Role, task_hash
 from fl_chain.chain.federation_file import describe
+from fl_chain.chain.ledger import Ledger
+from fl_chain.identity import Identity
+from fl_chain.keyfile import read_key_file
 from fl_chain.errors import UsageError
 from fl_chain.orgkeys import MemberCard, OrgFiles, generate_org
 from fl_chain.protocol import Federation
 from fl_chain.storage.blockstore import LocalStore
 
-from conftest import Consortium, deploy_federation, flchain, genesis_cid
+from conftest import Consortium, flchain, genesis_cid
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -79,36 +83,74 @@ def test_simulated_node_config_without_keys_is_named(tmp_path: Path) -> None:
         resolve_node("{}", {"something": "else"})
 
 
-@pytest.mark.anvil
-def test_a_node_whose_account_is_not_a_member_cannot_commit(
-        tmp_path: Path, anvil_node: AnvilNode, consortium: Consortium) -> None:
-    """A SuperNode configured with an account the admin never admitted: the contract refuses."""
+EXPERIMENT = {"seed": 0, "num_participants": 1, "num_validators": 1, "task": {"name": "csv", "target": "target"},
+              "partition": {}, "strategy": {"name": "fedavg", "proximal_mu": 0.0}, "drills": []}
+
+
+def site(tmp_path: Path, anvil_node: AnvilNode, consortium: Consortium, experiment: dict[str, object],
+         admitted: bool):  # type: ignore[no-untyped-def]
+    """A federation deployed for `experiment`, and one site's keys and node config."""
     chain = rpc.connect(anvil_node.url)
     rpc.fund(chain, [identity.address for identity in consortium.everyone])
-    ledger = deploy_federation(chain, consortium, quorum=1)
-    describe(ledger, genesis_cid(), None).write(tmp_path / "federation.json")
+    parameters = FederationParameters(task_hash(EXPERIMENT), 0, 1, 600, 1)
+    ledger = Ledger.deploy(chain, consortium.admin.account, parameters, genesis_cid())
     (tmp_path / "password").write_text("pw")
-    card = generate_org("outsider", tmp_path / "keys", "pw")
+    card = generate_org("site", tmp_path / "keys", "pw")
+    rpc.fund(chain, [card.address])
+    members = [(consortium.aggregator.address, consortium.aggregator.x25519_public, Role.AGGREGATOR)]
+    if admitted:
+        members.append((card.address, bytes.fromhex(card.x25519), Role.PARTICIPANT))
+    ledger.add_members(consortium.admin.account, members)
+    ledger.set_aggregator(consortium.admin.account, consortium.aggregator.address)
+    describe(ledger, genesis_cid(), None).write(tmp_path / "federation.json")
     (tmp_path / "data.csv").write_text("a,b,target\n" + "".join(f"{i},{i % 3},{i % 2}\n" for i in range(20)))
     files = OrgFiles(tmp_path / "keys")
     node_config = {"keystore": str(files.keystore), "password-file": str(tmp_path / "password"),
                    "x25519-key": str(files.x25519_key), "federation-file": str(tmp_path / "federation.json"),
                    "chain-url": anvil_node.url, "data-file": str(tmp_path / "data.csv"),
                    "store-dir": str(tmp_path / "store")}
-    settings = RunSettings(seed=0, num_participants=1, num_validators=1, chain_url=anvil_node.url,
-                           contract=ledger.address, store={}, task={"name": "csv"}, partition={}, proximal_mu=0.0)
-    node = resolve_node(settings.to_json(), node_config)
-    assert node.address == card.address and "identity" not in vars(node)  # named without unlocking
-    assert node.identity.address == card.address and node.ships_blobs
+    settings = RunSettings(experiment=experiment, chain_url=anvil_node.url, contract=ledger.address, store={})
+    return ledger, card, node_config, settings
+
+
+@pytest.mark.anvil
+def test_a_site_refuses_settings_the_federation_was_not_deployed_for(
+        tmp_path: Path, anvil_node: AnvilNode, consortium: Consortium) -> None:
+    """An aggregator asking for one full-batch step at learning rate 1000 is refused before any data is read."""
+    greedy = {**EXPERIMENT, "task": {**EXPERIMENT["task"], "learning_rate": 1000.0, "batch_size": 10**6}}
+    _, _, node_config, settings = site(tmp_path, anvil_node, consortium, greedy, admitted=True)
+    with pytest.raises(UsageError, match="settings the federation .* was not deployed for .* refused before touching"):
+        resolve_node(settings.to_json(), node_config)
+
+
+@pytest.mark.anvil
+def test_a_node_whose_account_is_not_a_member_says_so_and_cannot_commit(
+        tmp_path: Path, anvil_node: AnvilNode, consortium: Consortium) -> None:
+    """A SuperNode configured with an account the admin never admitted: it says so at once,
+    and the contract refuses its commitment anyway."""
+    ledger, card, node_config, settings = site(tmp_path, anvil_node, consortium, EXPERIMENT, admitted=False)
+    with pytest.raises(UsageError, match=f"this site's account {card.address} is not an active participant"):
+        resolve_node(settings.to_json(), node_config)
     aggregator_side = Federation(ledger, LocalStore(tmp_path / "aggregator-store"))
     ticket = protocol.open_round(aggregator_side, consortium.aggregator, 1)
-    signed = protocol.commit_update(node.federation, node.identity, ticket, {"w": np.ones(3, np.float32)}, 10)
+    outsider = Identity(unlock_keystore(OrgFiles(tmp_path / "keys").keystore, password_file=tmp_path / "password"),
+                        read_key_file(OrgFiles(tmp_path / "keys").x25519_key).private_key)
+    signed = protocol.commit_update(aggregator_side, outsider, ticket, {"w": np.ones(3, np.float32)}, 10)
     outcome = protocol.relay(aggregator_side, consortium.aggregator, [signed])
     assert outcome is not None and outcome.accepted == ()
     [(refused, reason)] = outcome.refused
     assert refused == card.address and reason == Refusal.NOT_PARTICIPANT
     assert "is not a member with the participant role" in reason.explain(refused, 1)
     assert ledger.round(1).commitments == 0
+
+
+@pytest.mark.anvil
+def test_an_admitted_site_starts_without_unlocking_its_keystore(
+        tmp_path: Path, anvil_node: AnvilNode, consortium: Consortium) -> None:
+    _, card, node_config, settings = site(tmp_path, anvil_node, consortium, EXPERIMENT, admitted=True)
+    node = resolve_node(settings.to_json(), node_config)
+    assert node.address == card.address and "identity" not in vars(node)  # named without unlocking
+    assert node.identity.address == card.address and node.ships_blobs
 
 
 @pytest.mark.anvil

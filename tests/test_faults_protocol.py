@@ -2,9 +2,10 @@
 
 Each fault is one round in which one of five participants misbehaves: the round still
 finalizes with the others, the chain records why that update was left out (an Excluded
-event, or CommitmentRefused for a bad signature), validators accept the round, and
-`fl_chain.verify` confirms the recorded reason; an aggregator that excludes a valid
-update is caught by the verifier holding an opening key.
+event, or UnverifiedEntrySkipped for a signature that is not its claimed signer's),
+validators accept the round, and `fl_chain.verify` confirms the recorded reason; an
+aggregator that excludes a valid update is caught by the validators, who dissent, and by
+the verifier holding an opening key.
 """
 
 from __future__ import annotations
@@ -29,9 +30,11 @@ from fl_chain.envelope import UpdateHeader, seal_encoded
 from fl_chain.errors import BlobNotFound, UsageError
 from fl_chain.identity import Identity
 from fl_chain.keyfile import OpeningKey
-from fl_chain.protocol import CollectedUpdates, Exclusion, Federation, RoundTicket
+from fl_chain.messages import Ticket
+from fl_chain.protocol import CollectedUpdates, Exclusion, Federation
 from fl_chain.storage.blockstore import LocalStore
 from fl_chain.storage.cid import Cid
+from fl_chain.storage.dag import MAX_BLOB_BYTES
 from fl_chain.verify import audit as audit_module
 from fl_chain.verify.audit import Audit, audit
 from fl_chain.verify.findings import Finding, Status
@@ -43,7 +46,7 @@ QUICK = protocol.FetchRetries(attempts=3, first_delay=0.01, max_delay=0.02)
 FAULTY = 2
 OUTSIDER = Identity.derive(b"fl-chain tests", "outsider").address  # conftest's outsider: never a member
 Tensors = dict[str, np.ndarray]
-Commit = Callable[[Federation, Identity, RoundTicket, Tensors, int], SignedCommitment]
+Commit = Callable[[Federation, Identity, Ticket, Tensors, int], SignedCommitment]
 
 
 # ---------------------------------------------------------------- a federation and a round
@@ -57,12 +60,12 @@ class FlakyStore(LocalStore):
         self.failures: dict[Cid, int] = {}
         self.fetches: dict[Cid, int] = {}
 
-    def get(self, cid: Cid) -> bytes:
+    def get(self, cid: Cid, max_size: int = MAX_BLOB_BYTES) -> bytes:
         self.fetches[cid] = self.fetches.get(cid, 0) + 1
         if self.failures.get(cid, 0) > 0:
             self.failures[cid] -= 1
             raise BlobNotFound(f"{cid} is not in the store yet")
-        return super().get(cid)
+        return super().get(cid, max_size)
 
 
 def base_model() -> Tensors:
@@ -89,7 +92,7 @@ def embedded(tmp_path: Path, consortium: Consortium, store: LocalStore | None = 
     return found(Chain(chain.web3, backend="embedded"), consortium, store or LocalStore(tmp_path / "store"))
 
 
-def honest(federation: Federation, participant: Identity, ticket: RoundTicket, tensors: Tensors,
+def honest(federation: Federation, participant: Identity, ticket: Ticket, tensors: Tensors,
            examples: int) -> SignedCommitment:
     return protocol.commit_update(federation, participant, ticket, tensors, examples)
 
@@ -101,7 +104,7 @@ def run_round(federation: Federation, consortium: Consortium, faults: dict[int, 
               verdicts: Verdicts = lambda collected: collected):  # type: ignore[no-untyped-def]
     """One round: participants commit (some faultily), the aggregator relays, collects, lets
     `verdicts` have the last word on who is in, aggregates and finalizes; two validators
-    re-compute and attest."""
+    judge it and attest what they find."""
     ticket = protocol.open_round(federation, consortium.aggregator, 1)
     base = protocol.fetch_global_model(federation, ticket)
     receipts = []
@@ -109,11 +112,12 @@ def run_round(federation: Federation, consortium: Consortium, faults: dict[int, 
         trained = {name: value + np.float32(0.1 * (i + 1)) for name, value in base.items()}
         receipts.append(faults.get(i, honest)(federation, participant, ticket, trained, 10 * (i + 1)))
     outcome = protocol.relay(federation, consortium.aggregator, receipts)
-    collected = verdicts(protocol.collect(federation, consortium.aggregator.x25519_private, 1, base, retries=QUICK))
+    rules = protocol.UpdateRules.of(federation, base)
+    collected = verdicts(protocol.collect(federation, consortium.aggregator.x25519_private, 1, rules, retries=QUICK))
     _, global_model = protocol.aggregate(federation, 1, collected)
-    protocol.finalize(federation, consortium.aggregator, 1, global_model, collected.included, collected.exclusions)
+    protocol.finalize(federation, consortium.aggregator, 1, global_model, collected)
     for validator in consortium.validators[:2]:
-        protocol.attest(federation, validator, 1, protocol.recompute(federation, validator, 1))
+        protocol.attest(federation, validator, 1, protocol.judge(federation, validator, 1, QUICK).model)
     return outcome, collected
 
 
@@ -135,19 +139,19 @@ def flip(data: bytes, position: int) -> bytes:
     return bytes(changed)
 
 
-def sign_blob(federation: Federation, participant: Identity, ticket: RoundTicket, blob: bytes,
+def sign_blob(federation: Federation, participant: Identity, ticket: Ticket, blob: bytes,
               examples: int) -> SignedCommitment:
     cid = federation.store.put(blob)
     return federation.ledger.sign(participant.account, ticket.round, ticket.attempt, cid, examples)
 
 
-def sealed(federation: Federation, participant: Identity, ticket: RoundTicket, tensors: Tensors, examples: int,
+def sealed(federation: Federation, participant: Identity, ticket: Ticket, tensors: Tensors, examples: int,
            **header: object) -> bytes:
     """An envelope sealed for the right recipients, with header fields of the sender's choosing."""
     honest_header = UpdateHeader(federation.address, federation.chain_id, ticket.round, participant.address,
                                  schema_hash(tensors), examples)
     return seal_encoded(encode_model(tensors, {}), dataclasses.replace(honest_header, **header),
-                        protocol.update_recipients(federation))
+                        protocol.update_recipients(federation, federation.ledger.round(ticket.round).opened_block))
 
 
 def flipped_in_store(federation, participant, ticket, tensors, examples):  # type: ignore[no-untyped-def]
@@ -302,9 +306,9 @@ def test_a_replayed_signature_is_refused_and_a_nan_update_is_excluded_on_chain(
     replayer, poisoner = consortium.participants[1].address, consortium.participants[3].address
     outcome, collected = run_round(federation, consortium, {1: signed_for_another_round, 3: not_a_number})
 
-    assert outcome.refused == ((replayer, Refusal.BAD_SIGNATURE),)  # from the CommitmentRefused event
+    assert outcome.refused == ((replayer, Refusal.BAD_SIGNATURE),)  # from the UnverifiedEntrySkipped event
     explanation = Refusal.BAD_SIGNATURE.explain(replayer, 1)
-    assert replayer in explanation and "signed for another round" in explanation
+    assert replayer in explanation and "for another round" in explanation and "says nothing about" in explanation
     assert replayer not in [record.participant for record in federation.ledger.commitments(1)]
     assert [(e.participant, e.code) for e in collected.exclusions] == [(poisoner, ExclusionReason.NON_FINITE)]
     assert federation.ledger.exclusions(1) == [(poisoner, ExclusionReason.NON_FINITE)]
@@ -325,28 +329,37 @@ def overruled(address: str, reason: ExclusionReason) -> Verdicts:
     def verdicts(collected: CollectedUpdates) -> CollectedUpdates:
         updates = tuple(update for update in collected.updates if update.sender != address)
         exclusions = tuple(e for e in collected.exclusions if e.participant != address)
-        return CollectedUpdates(updates, (*exclusions, Exclusion(address, "the aggregator says so", reason)))
+        return CollectedUpdates(updates, (*exclusions, Exclusion(address, "the aggregator says so", reason)),
+                                collected.seen)
     return verdicts
 
 
-@pytest.mark.parametrize(("fault", "claimed", "status", "says"), [
+@pytest.mark.parametrize(("fault", "claimed", "status", "says", "outcome"), [
     pytest.param(honest, ExclusionReason.UNDECRYPTABLE, Status.FAILED,
-                 "the aggregator excluded a valid update of {p} as undecryptable", id="valid update as undecryptable"),
+                 "the aggregator excluded a valid update of {p} as undecryptable", RoundStatus.FINALIZED,
+                 id="valid update as undecryptable"),
     pytest.param(honest, ExclusionReason.NON_FINITE, Status.FAILED,
-                 "the aggregator excluded a valid update of {p} as non-finite", id="valid update as non-finite"),
+                 "the aggregator excluded a valid update of {p} as non-finite", RoundStatus.FINALIZED,
+                 id="valid update as non-finite"),
     pytest.param(not_a_number, ExclusionReason.WRONG_SHAPE, Status.FAILED,
-                 "the aggregator recorded wrong shape, but the update fails otherwise", id="NaN update as wrong shape"),
+                 "the aggregator recorded wrong shape, but the update fails otherwise", RoundStatus.ACCEPTED,
+                 id="NaN update as wrong shape"),
     pytest.param(honest, ExclusionReason.UNAVAILABLE, Status.UNCHECKED,
-                 "it may have arrived after the aggregator gave up fetching it", id="valid update as unavailable"),
+                 "it may have arrived after the aggregator gave up fetching it", RoundStatus.ACCEPTED,
+                 id="valid update as unavailable"),
 ])
-def test_an_exclusion_the_update_does_not_deserve_is_caught_with_a_key(
-    tmp_path: Path, consortium: Consortium, fault: Commit, claimed: ExclusionReason, status: Status, says: str
+def test_an_exclusion_the_update_does_not_deserve_is_caught(
+    tmp_path: Path, consortium: Consortium, fault: Commit, claimed: ExclusionReason, status: Status, says: str,
+    outcome: RoundStatus,
 ) -> None:
     federation = embedded(tmp_path, consortium)
     victim = consortium.participants[FAULTY].address
     run_round(federation, consortium, {FAULTY: fault}, overruled(victim, claimed))
     assert federation.ledger.exclusions(1) == [(victim, claimed)]
-    assert federation.ledger.round(1).status == RoundStatus.ACCEPTED  # validators re-compute only what is included
+    state = federation.ledger.round(1)
+    # a valid update excluded for anything but unavailability: the validators dissent, the round is not accepted
+    assert state.status == outcome
+    assert state.dissents == (2 if outcome == RoundStatus.FINALIZED else 0)
 
     verified = audit(federation, [opening_key(consortium.aggregator), opening_key(consortium.validators[0])])
     finding = exclusion_finding(verified, victim)

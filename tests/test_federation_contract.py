@@ -296,6 +296,47 @@ def test_a_dissent_blocks_acceptance_and_lets_anyone_fail_the_attempt(ledger: Le
     assert ledger.round(1).status == RoundStatus.FAILED
 
 
+def test_during_the_commit_grace_nothing_is_finalized_early_or_called_late(chain: Chain,
+                                                                          consortium: Consortium) -> None:
+    ledger = deploy_federation(chain, consortium, commit_grace=60)
+    aggregator = consortium.aggregator.account
+    ledger.open_round(aggregator, 1, genesis_cid())
+    ledger.relay(aggregator, sign_all(ledger, consortium, 1, 1, 3))  # two of five participants missing
+    read = [record.participant for record in ledger.commitments(1)]
+    with pytest.raises(TransactionReverted, match="participants may still commit themselves") as caught:
+        ledger.finalize(aggregator, 1, update_cid("g"), read)
+    assert caught.value.error == "CommitWindowOpen"
+    censored = consortium.participants[3]
+    ledger.commit(censored.account, 1, update_cid("censored"), 7)  # not relayed: it commits itself in time
+    chain.increase_time(120)
+    with pytest.raises(TransactionReverted, match=f"{censored.address} cannot be excluded as late") as caught:
+        ledger.finalize(aggregator, 1, update_cid("g"), read, seen=3)
+    assert caught.value.error == "NotLate"
+    late = consortium.participants[4]
+    ledger.commit(late.account, 1, update_cid("late"), 7)  # after the grace: this one may be late
+    ledger.finalize(aggregator, 1, update_cid("g"), [*read, censored.address], seen=4)
+    assert ledger.exclusions(1) == [(late.address, ExclusionReason.LATE)]
+
+
+def test_a_commitment_the_aggregator_relayed_is_never_late(chain: Chain, consortium: Consortium) -> None:
+    ledger = deploy_federation(chain, consortium)
+    aggregator = consortium.aggregator.account
+    ledger.open_round(aggregator, 1, genesis_cid())
+    relayed = sign_all(ledger, consortium, 1, 1, 4)
+    ledger.relay(aggregator, relayed)
+    with pytest.raises(TransactionReverted, match="cannot be excluded as late"):
+        ledger.finalize(aggregator, 1, update_cid("g"), [p.address for p in consortium.participants[:3]], seen=3)
+
+
+def test_when_every_participant_committed_the_grace_is_not_waited_for(chain: Chain, consortium: Consortium) -> None:
+    ledger = deploy_federation(chain, consortium, commit_grace=300)
+    aggregator = consortium.aggregator.account
+    ledger.open_round(aggregator, 1, genesis_cid())
+    ledger.relay(aggregator, sign_all(ledger, consortium, 1, 1, len(consortium.participants)))
+    ledger.finalize(aggregator, 1, update_cid("g"), [p.address for p in consortium.participants])
+    assert ledger.round(1).status == RoundStatus.FINALIZED
+
+
 def test_only_validators_admitted_before_the_round_opened_attest_it(ledger: Ledger, consortium: Consortium) -> None:
     admin, aggregator = consortium.admin.account, consortium.aggregator.account
     ledger.open_round(aggregator, 1, genesis_cid())

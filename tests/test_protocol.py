@@ -13,6 +13,7 @@ from fl_chain.chain.chain import Chain
 from fl_chain.chain.embedded import EmbeddedChain
 from fl_chain.chain.federation import ExclusionReason, FederationParameters, RoundStatus
 from fl_chain.consortium import SimulatedConsortium
+from fl_chain.messages import Ticket
 from fl_chain.protocol import Federation, ProtocolError
 from fl_chain.storage.blockstore import LocalStore
 
@@ -25,7 +26,7 @@ def model(seed: int) -> dict[str, np.ndarray]:
 
 
 def found(directory: Path, seed: int = 7) -> tuple[Federation, SimulatedConsortium]:
-    consortium = SimulatedConsortium.derive(seed, num_participants=4, num_validators=2)
+    consortium = SimulatedConsortium.create(seed, num_participants=4, num_validators=2, seed_accounts=True)
     embedded = EmbeddedChain.create(directory / "ledger", funded=consortium.transacting_addresses)
     store = LocalStore(directory / "store")
     genesis = protocol.publish_genesis_model(store, model(0))
@@ -47,11 +48,13 @@ def train_round(federation: Federation, consortium: SimulatedConsortium, round_n
             data[-1] ^= 1
             path.write_bytes(bytes(data))
     protocol.relay(federation, consortium.aggregator, reversed(receipts))
-    collected = protocol.collect(federation, consortium.aggregator.x25519_private, round_number, base, retries=QUICK)
+    rules = protocol.UpdateRules.of(federation, base)
+    collected = protocol.collect(federation, consortium.aggregator.x25519_private, round_number, rules, retries=QUICK)
     tensors, cid = protocol.aggregate(federation, round_number, collected)
-    protocol.finalize(federation, consortium.aggregator, round_number, cid, collected.included, collected.exclusions)
+    protocol.finalize(federation, consortium.aggregator, round_number, cid, collected)
     for validator in consortium.validators:
-        protocol.attest(federation, validator, round_number, protocol.recompute(federation, validator, round_number))
+        judgement = protocol.judge(federation, validator, round_number, QUICK)
+        protocol.attest(federation, validator, round_number, judgement.model)
     return collected, tensors, cid
 
 
@@ -69,7 +72,9 @@ def test_rounds_are_accepted_and_reproducible(tmp_path: Path) -> None:
     first = protocol.load_model(federation.store, cids[0])
     np.testing.assert_allclose(first["layer.bias"], model(0)["layer.bias"] + 0.3, rtol=1e-6)
 
+    # fresh X25519 keys (so other update blobs) but the same seed: the same global models
     again, again_consortium = found(tmp_path / "b")
+    assert again_consortium.aggregator.x25519_public != consortium.aggregator.x25519_public
     assert [train_round(again, again_consortium, r)[2] for r in (1, 2)] == cids
 
 
@@ -86,6 +91,6 @@ def test_a_tampered_update_is_excluded_with_its_reason(tmp_path: Path) -> None:
 def test_participant_rejects_an_announcement_the_chain_contradicts(tmp_path: Path) -> None:
     federation, consortium = found(tmp_path)
     ticket = protocol.open_round(federation, consortium.aggregator, 1)
-    forged = protocol.RoundTicket(1, ticket.attempt, protocol.publish_genesis_model(federation.store, model(9)), ticket.deadline)
+    forged = Ticket(1, ticket.attempt, protocol.publish_genesis_model(federation.store, model(9)), ticket.deadline)
     with pytest.raises(ProtocolError, match="but the chain says it starts from"):
         protocol.fetch_global_model(federation, forged)

@@ -275,6 +275,11 @@ class EmbeddedChain:
         chain._time_offset = max(0, head.timestamp - int(time.time()))
         return chain
 
+    def replay(self, record: BlockRecord) -> BlockRecord:
+        """Executes one block of recorded transactions at its recorded time; returns what
+        this EVM made of it (hashes are this chain's own)."""
+        return self._backend.replay(record)
+
     def increase_time(self, seconds: int) -> None:
         """Moves this chain's clock forward (tests of deadlines)."""
         self._time_offset += int(seconds)

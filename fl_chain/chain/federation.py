@@ -124,7 +124,9 @@ class FederationParameters:
     `committee_size` validators are drawn to attest each finalized attempt (0: every
     validator admitted before the round opened); `max_examples` caps any member's claimed
     example count; `update_norm_bound` is the largest L2 distance an update may have from
-    its base model (anything farther is excluded as out of bounds)."""
+    its base model (anything farther is excluded as out of bounds); for `commit_grace`
+    seconds after a round opens, participants the aggregator did not relay may commit
+    themselves, and no attempt finalizes before then unless every participant committed."""
 
     task_hash: bytes
     aggregation_rule: int
@@ -134,15 +136,21 @@ class FederationParameters:
     committee_size: int = 0
     max_examples: int = 1_000_000
     update_norm_bound: float = 100.0
+    commit_grace: int = 0
 
     def as_abi(self) -> tuple:
         return (self.task_hash, self.aggregation_rule, self.quorum, self.round_duration, self.attestation_threshold,
-                self.committee_size, self.max_examples, float_bits(self.update_norm_bound))
+                self.committee_size, self.max_examples, float_bits(self.update_norm_bound), self.commit_grace)
 
     @classmethod
     def from_abi(cls, raw: Any) -> FederationParameters:
-        task, rule, quorum, duration, threshold, committee, max_examples, norm_bits = raw
-        return cls(bytes(task), rule, quorum, duration, threshold, committee, max_examples, bits_float(norm_bits))
+        """From the contract's Parameters struct: a tuple from a call, a mapping from an event."""
+        if isinstance(raw, Mapping):
+            raw = [raw[name] for name in ("taskHash", "aggregationRule", "quorum", "roundDuration",
+                                          "attestationThreshold", "committeeSize", "maxExamples", "updateNormBound",
+                                          "commitGrace")]
+        task, rule, quorum, duration, threshold, committee, max_examples, norm_bits, grace = raw
+        return cls(bytes(task), rule, quorum, duration, threshold, committee, max_examples, bits_float(norm_bits), grace)
 
 
 def float_bits(value: float) -> int:
@@ -216,7 +224,8 @@ def explain_revert(revert: Revert) -> str:
     messages = {
         "InvalidParameters": lambda: (
             "invalid federation parameters (quorum, round duration, threshold, example maximum, a positive finite "
-            "norm bound and the admin must be set; a committee needs at least the threshold)"
+            "norm bound and the admin must be set; a committee needs at least the threshold; the commit grace must "
+            "be shorter than a round)"
         ),
         "NotAdmin": lambda: f"{a['caller']} is not the federation's admin",
         "NotAggregator": lambda: f"{a['caller']} is not the federation's current aggregator",
@@ -262,6 +271,14 @@ def explain_revert(revert: Revert) -> str:
         "CommitmentsUnaccounted": lambda: (
             f"the aggregator read {a['seen']} commitments of round {a['round']}, but {a['included']} are included "
             f"and {a['excluded']} excluded: every commitment it read must be included or excluded with a reason"
+        ),
+        "CommitWindowOpen": lambda: (
+            f"round {a['round']} cannot be finalized before {a['until']}: participants may still commit themselves "
+            "until then (or every participant must have committed)"
+        ),
+        "NotLate": lambda: (
+            f"{p} cannot be excluded as late in round {a['round']}: the aggregator relayed its commitment, or it came "
+            "while participants could still commit themselves"
         ),
         "SeenTooMany": lambda: (
             f"the aggregator claims to have read {a['seen']} commitments of round {a['round']}, "

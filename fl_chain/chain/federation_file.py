@@ -87,6 +87,7 @@ class FederationFile:
             committee_size=_integer(raw["committee_size"], "parameters.committee_size"),
             max_examples=_integer(raw["max_examples"], "parameters.max_examples"),
             update_norm_bound=_number(raw["update_norm_bound"], "parameters.update_norm_bound"),
+            commit_grace=_integer(raw["commit_grace"], "parameters.commit_grace"),
         )
         admin, block = document.get("admin"), document.get("deployed_block")
         return cls(

@@ -1,44 +1,66 @@
 """The audit: every check `flchain verify` makes, from the chain, the store and the run files.
 
-The chain's event log is walked in order, keeping the membership and the accepted model
-as they were at each event, so each commitment is judged by the rules in force at its
-block, and each finalized attempt must account for every commitment: included, or excluded
-with a reason. Then every included blob is checked against its CID and its commitment, each
-exclusion is re-judged (a valid update excluded is a censored one) and, with an opening
-key, every included update is opened and the round re-aggregated to the byte.
+The chain's event log is walked in order, keeping the membership, the aggregator and the
+accepted model as they were at each event, so each commitment is judged by the rules in
+force at its block (member, deadline, once, within its example cap), each finalized
+attempt must account for every commitment (included, excluded with a reason, or late
+after all of those), its committee must be the one the contract's rule draws, and a round
+is accepted only with the threshold of committee attestations and no dissent.
+
+Then every blob the chain names is checked against its CID (the genesis model, each
+round's updates, each global model). With an opening key every update is opened and
+judged as the validators judge it (`fl_chain.protocol.open_update`): a valid update
+excluded is a censored one, an invalid one included is a poisoned round, and the round is
+re-aggregated to the byte; a dissent on an accepted round is judged the same way. Without
+a key, what only a key can settle is said loudly, naming who holds one.
+
+The run's own files are evidence, never trusted: summary.json's models must be the chain's,
+its accuracy and loss must follow from the participants' signed evaluations
+(evaluations.jsonl), and what rests on nobody's signature is reported as unverified.
 """
 
 from __future__ import annotations
 
+import csv
 import json
+import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from eth_abi import encode
-from eth_utils import keccak
+from eth_utils import keccak, to_checksum_address
 
-from fl_chain.aggregation import federated_average
+from fl_chain.aggregation import WeightedUpdate, federated_average
 from fl_chain.chain.artifacts import FEDERATION, deployed_code_matches
-from fl_chain.chain.federation import CommitmentRecord, ExclusionReason, Role, task_hash
+from fl_chain.chain.committee import committee_seed, draw_committee
+from fl_chain.chain.federation import CommitmentRecord, ExclusionReason, FederationParameters, Role, task_hash
 from fl_chain.chain.history import Event, read_history
 from fl_chain.chain.ledger import bitmap_indices
-from fl_chain.codec import schema_hash
+from fl_chain.codec import decode_model
 from fl_chain.envelope import read_header
 from fl_chain.errors import FlChainError
+from fl_chain.identity import Identity
 from fl_chain.keyfile import OpeningKey
+from fl_chain.messages import Evaluation, MalformedMessage, weighted_metrics
 from fl_chain.protocol import (
     NO_RETRIES,
     Exclusion,
     Federation,
-    collect,
+    UpdateRules,
     encode_global_model,
-    load_model,
     open_update,
 )
+from fl_chain.rundir import read_run_config
+from fl_chain.runlog import EVALUATIONS_FILE
 from fl_chain.storage.cid import Cid
 from fl_chain.storage.unixfs import cid_of
 from fl_chain.verify.findings import Findings
+
+EXCLUSION_CHECK = "exclusion justified"
+WHO_ACTED = "who acted"
+_LATE = "it may have arrived after the aggregator gave up fetching it"
 
 
 @dataclass
@@ -58,18 +80,27 @@ class CommitmentLine:
 
 @dataclass
 class RoundLineage:
-    """What built one round's model: the base, the updates, the result, the attestations."""
+    """What built one attempt of a round: the base, the updates, the result, the attestations."""
 
     round: int
     attempt: int
     base: Cid
     deadline: int
+    opened_block: int
+    recipients: list[str] = field(default_factory=list)  # who could open its updates: aggregator, validators
     commitments: list[CommitmentLine] = field(default_factory=list)
     excluded: list[tuple[str, ExclusionReason]] = field(default_factory=list)  # Excluded events of this attempt
     global_model: Cid | None = None
+    committee: list[str] = field(default_factory=list)
     attestations: list[tuple[str, Cid, bool]] = field(default_factory=list)
     accepted: bool = False
+    failed: bool = False
     failed_attempts: int = 0
+    earlier: list[RoundLineage] = field(default_factory=list)  # this round's failed attempts, oldest first
+
+    @property
+    def dissents(self) -> list[tuple[str, Cid]]:
+        return [(validator, cid) for validator, cid, agrees in self.attestations if not agrees]
 
 
 @dataclass
@@ -80,6 +111,15 @@ class Audit:
     chain_id: int
     genesis: Cid | None
     opened_with: list[str]
+
+
+@dataclass
+class _MemberState:
+    index: int
+    roles: Role
+    active: bool
+    since: int
+    cap: int
 
 
 def _cid(digest: bytes, codec: int) -> Cid:
@@ -93,7 +133,10 @@ class _Walk:
         self.federation = federation
         self.findings = findings
         self.parameters = federation.ledger.parameters()
-        self.members: dict[str, Role] = {}
+        self.members: dict[str, _MemberState] = {}
+        self.by_index: dict[int, str] = {}
+        self.validator_list: list[str] = []
+        self.aggregator: str | None = None
         self.accepted: Cid | None = None
         self.genesis: Cid | None = None
         self.rounds: dict[int, RoundLineage] = {}
@@ -113,38 +156,75 @@ class _Walk:
 
     def _on_FederationCreated(self, event: Event) -> None:  # noqa: N802 - named after the event
         self.genesis = self.accepted = _cid(event.args["genesisDigest"], event.args["genesisCodec"])
+        self.findings.expect("parameters as created", self.parameters,
+                             FederationParameters.from_abi(event.args["parameters"]),
+                             "the contract's parameters vs its creation event")
 
     def _on_MemberAdded(self, event: Event) -> None:  # noqa: N802
-        self.members[event.args["member"]] = Role(event.args["roles"])
+        member = event.args["member"]
+        roles = Role(event.args["roles"])
+        self.members[member] = _MemberState(event.args["index"], roles, True, event.block_number,
+                                            event.args["exampleCap"])
+        self.by_index[event.args["index"]] = member
+        if Role.VALIDATOR in roles and member not in self.validator_list:
+            self.validator_list.append(member)
 
     def _on_MemberRemoved(self, event: Event) -> None:  # noqa: N802
-        self.members.pop(event.args["member"], None)
+        if event.args["member"] in self.members:
+            self.members[event.args["member"]].active = False
+
+    def _on_AggregatorChanged(self, event: Event) -> None:  # noqa: N802
+        self.aggregator = event.args["next"]
 
     def _on_RoundOpened(self, event: Event) -> None:  # noqa: N802
         number = event.args["round"]
         base = _cid(event.args["baseDigest"], event.args["baseCodec"])
         previous = self.rounds.get(number)
-        self.rounds[number] = RoundLineage(number, event.args["attempt"], base, event.args["deadline"],
-                                           failed_attempts=previous.failed_attempts if previous else 0)
+        lineage = RoundLineage(number, event.args["attempt"], base, event.args["deadline"], event.block_number,
+                               recipients=self._recipients(event.block_number))
+        if previous is not None:
+            lineage.earlier = [*previous.earlier, previous]
+            lineage.failed_attempts = len(lineage.earlier)
+        self.rounds[number] = lineage
         self.findings.expect("opened on the accepted model", str(self.accepted), str(base),
                              "the round must start from the latest accepted model", round=number)
 
+    def _recipients(self, opened_block: int) -> list[str]:
+        eligible = [address for address in self.validator_list if self._eligible(address, opened_block)]
+        return [*([self.aggregator] if self.aggregator else []), *eligible]
+
+    def _eligible(self, address: str, opened_block: int) -> bool:
+        member = self.members.get(address)
+        return (member is not None and member.active and Role.VALIDATOR in member.roles
+                and member.since < opened_block and address != self.aggregator)
+
     def _on_RoundFailed(self, event: Event) -> None:  # noqa: N802
-        self.rounds[event.args["round"]].failed_attempts += 1
+        lineage = self.rounds[event.args["round"]]
+        lineage.failed = True
+        if lineage.global_model is None and lineage.excluded:  # failed by a finalize below the quorum
+            excluded = {participant for participant, _ in lineage.excluded}
+            self._account(lineage, {line.participant for line in lineage.commitments} - excluded)
 
     def _on_Committed(self, event: Event) -> None:  # noqa: N802
         number, participant = event.args["round"], event.args["participant"]
         lineage = self.rounds[number]
         where = {"round": number, "participant": participant}
-        roles = self.members.get(participant)
-        if roles is not None and Role.PARTICIPANT in roles:
+        member = self.members.get(participant)
+        if member is not None and member.active and Role.PARTICIPANT in member.roles:
             self.findings.passed("member", **where)
         else:
-            self.findings.failed("member", f"not a member with the participant role at block {event.block_number}", **where)
+            self.findings.failed("member", f"not a member with the participant role at block {event.block_number}",
+                                 **where)
+        if member is not None and event.args["examples"] > member.cap:
+            self.findings.failed("within its example cap", f"claims {event.args['examples']} examples, its cap is "
+                                 f"{member.cap}", **where)
+        elif member is not None:
+            self.findings.passed("within its example cap", **where)
         if event.timestamp <= lineage.deadline:
             self.findings.passed("before deadline", **where)
         else:
-            self.findings.failed("before deadline", f"committed at {event.timestamp}, deadline {lineage.deadline}", **where)
+            self.findings.failed("before deadline", f"committed at {event.timestamp}, deadline {lineage.deadline}",
+                                 **where)
         if any(line.participant == participant for line in lineage.commitments):
             self.findings.failed("once", f"committed twice in attempt {lineage.attempt}", **where)
         else:
@@ -167,25 +247,22 @@ class _Walk:
         number = event.args["round"]
         lineage = self.rounds[number]
         lineage.global_model = _cid(event.args["digest"], event.args["codec"])
-        addresses = [member.address for member in self.federation.ledger.members()]
-        included = {addresses[i] for i in bitmap_indices(event.args["included"]) if i < len(addresses)}
-        committed = {line.participant for line in lineage.commitments}
-        for line in lineage.commitments:
-            line.included = line.participant in included
-        stray = sorted(included - committed)
-        if stray:
-            self.findings.failed("included were committed", f"included without a commitment: {', '.join(stray)}",
-                                 round=number)
-        else:
-            self.findings.passed("included were committed", round=number)
-        self._at_least("quorum", len(included), self.parameters.quorum, "included updates", round=number)
+        included = {self.by_index[i] for i in bitmap_indices(event.args["included"]) if i in self.by_index}
         self._account(lineage, included)
+        self._at_least("quorum", len(included), self.parameters.quorum, "included updates", round=number)
+        self._check_committee(lineage, [to_checksum_address(a) for a in event.args["committee"]])
 
     def _account(self, lineage: RoundLineage, included: set[str]) -> None:
-        """Every commitment of a finalized attempt is included or excluded with a reason,
-        never both, never neither: an aggregator cannot drop an update silently."""
+        """Every commitment is included or excluded with a reason, never both, never
+        neither, and the late ones come after every other: an aggregator cannot drop an
+        update silently, nor call one late that it had read."""
         committed = {line.participant: line for line in lineage.commitments}
+        for line in lineage.commitments:
+            line.included = line.participant in included
         problems, seen = [], set()
+        stray = sorted(included - committed.keys())
+        if stray:
+            problems.append(f"included without a commitment: {', '.join(stray)}")
         for participant, reason in lineage.excluded:
             if participant in seen:
                 problems.append(f"{participant} excluded twice")
@@ -201,6 +278,13 @@ class _Walk:
         silent = [p for p, line in committed.items() if p not in included and line.exclusion is None]
         if silent:
             problems.append(f"committed but neither included nor excluded: {', '.join(silent)}")
+        positions = {line.participant: i for i, line in enumerate(lineage.commitments)}
+        late = [p for p, reason in lineage.excluded if reason == ExclusionReason.LATE and p in positions]
+        read = [p for p in positions if p not in late]
+        early = [p for p in late if read and positions[p] < max(positions[q] for q in read)]
+        if early:
+            problems.append(f"excluded as late although committed before updates the aggregator read: "
+                            f"{', '.join(early)}")
         if problems:
             excluded = sum(line.exclusion is not None for line in committed.values())
             self.findings.failed("commitments accounted for", "; ".join(problems), round=lineage.round,
@@ -209,30 +293,52 @@ class _Walk:
         else:
             self.findings.passed("commitments accounted for", round=lineage.round)
 
+    def _check_committee(self, lineage: RoundLineage, announced: list[str]) -> None:
+        log = _commitment_log(lineage.commitments)
+        seed = committee_seed(self.federation.chain_id, self.federation.address, lineage.round, lineage.attempt, log)
+        eligible = [v for v in self.validator_list if self._eligible(v, lineage.opened_block)]
+        size = self.parameters.committee_size
+        lineage.committee = draw_committee(seed, eligible, size)
+        if size == 0:
+            self.findings.passed("committee drawn by the rule", round=lineage.round)
+        else:
+            self.findings.expect("committee drawn by the rule", lineage.committee, announced,
+                                 "the committee of the Finalized event vs the contract's rule", round=lineage.round)
+
     def _on_Attested(self, event: Event) -> None:  # noqa: N802
         number, validator = event.args["round"], event.args["validator"]
         cid = _cid(event.args["digest"], event.args["codec"])
         lineage = self.rounds[number]
         agrees = cid == lineage.global_model
         lineage.attestations.append((validator, cid, agrees))
-        roles = self.members.get(validator)
-        if roles is not None and Role.VALIDATOR in roles:
-            self.findings.passed("attester is a validator", round=number, participant=validator)
+        if validator in lineage.committee:
+            self.findings.passed("attester is on the committee", round=number, participant=validator)
         else:
-            self.findings.failed("attester is a validator", f"not a validator at block {event.block_number}",
-                                 round=number, participant=validator)
+            self.findings.failed("attester is on the committee", f"not on the committee drawn for attempt "
+                                 f"{lineage.attempt} (block {event.block_number})", round=number, participant=validator)
 
     def _on_Accepted(self, event: Event) -> None:  # noqa: N802
         number = event.args["round"]
         lineage = self.rounds[number]
         cid = _cid(event.args["digest"], event.args["codec"])
-        agreeing = len({v for v, attested, _ in lineage.attestations if attested == cid})
+        agreeing = len({v for v, attested, agrees in lineage.attestations if agrees and v in lineage.committee})
         self._at_least("attestations reached the threshold", agreeing, self.parameters.attestation_threshold,
-                       f"validators attesting {cid}", round=number)
+                       f"committee validators attesting {cid}", round=number)
+        if lineage.dissents:
+            self.findings.failed("no dissent before acceptance", f"accepted although {lineage.dissents[0][0]} "
+                                 "dissented first", round=number)
         self.findings.expect("accepted the finalized model", str(lineage.global_model), str(cid),
                              "the accepted model must be the finalized one", round=number)
         lineage.accepted = True
         self.accepted = cid
+
+
+def _commitment_log(lines: Iterable[CommitmentLine]) -> bytes:
+    log = b"\x00" * 32
+    for line in lines:
+        log = keccak(encode(["bytes32", "address", "bytes32", "uint32", "uint64"],
+                            [log, line.participant, line.cid.digest, line.cid.codec, line.examples]))
+    return log
 
 
 def audit(federation: Federation, keys: list[OpeningKey], run_dir: Path | None = None) -> Audit:
@@ -247,54 +353,89 @@ def audit(federation: Federation, keys: list[OpeningKey], run_dir: Path | None =
                         f"the code at {ledger.address} differs from Federation {FEDERATION.sha256[:12]}")
     walk = _Walk(federation, findings)
     walk.run(read_history(ledger))
+    _check_genesis(federation, walk.genesis, findings)
     for lineage in walk.rounds.values():
-        _check_round_data(federation, lineage, keys, findings)
+        state = ledger.round(lineage.round)
+        findings.expect("commitment events complete", "0x" + state.commitment_log.hex(),
+                        "0x" + _commitment_log(lineage.commitments).hex(),
+                        "the Committed events must hash to the contract's commitment log", round=lineage.round)
+        for attempt in [*lineage.earlier, lineage]:
+            _check_attempt(federation, attempt, keys, findings)
     result = Audit(findings, walk.rounds, ledger.address, ledger.chain.chain_id, walk.genesis,
                    [key.owner for key in keys])
     if run_dir is not None:
-        _check_run_files(federation, result, walk, run_dir)
+        RunFiles(federation, result, walk, run_dir).check()
     return result
 
 
-def _check_round_data(federation: Federation, lineage: RoundLineage, keys: list[OpeningKey], findings: Findings) -> None:
+# ---------------------------------------------------------------- blobs and updates
+
+
+def _check_genesis(federation: Federation, genesis: Cid | None, findings: Findings) -> None:
+    """Round 1's base is a blob like any other: it must be in the store, intact, a model."""
+    if genesis is None:
+        findings.failed("genesis model stored", "the chain has no FederationCreated event")
+        return
+    try:
+        tensors, metadata = decode_model(federation.store.get(genesis))
+    except FlChainError as error:
+        findings.failed("genesis model stored", f"{genesis}: {error}")
+        return
+    if metadata.get("fl-chain.kind") != "genesis-model" or not tensors:
+        findings.failed("genesis model stored", f"{genesis} is intact but is not an fl-chain genesis model")
+    else:
+        findings.passed("genesis model stored")
+
+
+def _check_attempt(federation: Federation, lineage: RoundLineage, keys: list[OpeningKey], findings: Findings) -> None:
     number = lineage.round
-    state = federation.ledger.round(number)
-    log = b"\x00" * 32
-    for line in lineage.commitments:
-        log = keccak(encode(["bytes32", "address", "bytes32", "uint32", "uint64"],
-                            [log, line.participant, line.cid.digest, line.cid.codec, line.examples]))
-    findings.expect("commitment events complete", "0x" + state.commitment_log.hex(), "0x" + log.hex(),
-                    "the Committed events must hash to the contract's commitment log", round=number)
-    base = _base_model(federation, lineage, findings) if keys and lineage.global_model is not None else None
+    base = _base_rules(federation, lineage, findings) if lineage.global_model is not None or lineage.excluded else None
     for line in lineage.commitments:
         if line.exclusion is None:
             _check_blob(federation, number, line, findings)
-        elif base is None:
-            why = "the round's base model cannot be loaded" if keys else "no opening key given (--key)"
+        elif not keys or base is None:
+            why = "the round's base model cannot be loaded" if keys else _who_could(lineage)
             _check_exclusion_publicly(federation, number, line, why, findings)
         else:
-            _check_exclusion(federation, number, line, keys, schema_hash(base), findings)
-    if lineage.global_model is None:
+            _check_exclusion(federation, lineage, line, keys, base, findings)
+    if lineage.global_model is None or lineage.failed and not lineage.attestations:
         return
-    try:
-        federation.store.get(lineage.global_model)
-        findings.passed("global model stored", round=number)
-    except FlChainError as error:
-        findings.failed("global model stored", str(error), round=number)
+    _check_global_model(federation, lineage, findings)
     if not keys:
-        findings.unchecked("re-aggregation", "no opening key given (--key): updates cannot be opened", round=number)
+        findings.unchecked("re-aggregation", f"updates cannot be opened without a key ({_who_could(lineage)})",
+                           round=number)
+        if lineage.accepted and lineage.dissents:
+            findings.failed("dissents judged", f"an accepted round has a dissent from {lineage.dissents[0][0]}; "
+                            f"only a key can settle who is right ({_who_could(lineage)})", round=number)
         return
     if base is not None:
         _reaggregate(federation, lineage, keys, base, findings)
 
 
-def _base_model(federation: Federation, lineage: RoundLineage, findings: Findings) -> dict[str, Any] | None:
+def _who_could(lineage: RoundLineage) -> str:
+    holders = ", ".join(lineage.recipients) or "nobody on record"
+    return f"only the aggregator and the validators of the round can open its updates: {holders}"
+
+
+def _base_rules(federation: Federation, lineage: RoundLineage, findings: Findings) -> UpdateRules | None:
     try:
-        return load_model(federation.store, lineage.base)
+        return UpdateRules.of(federation, decode_model(federation.store.get(lineage.base))[0])
     except FlChainError as error:
-        findings.failed("re-aggregation", f"the base model {lineage.base} cannot be loaded: {error}",
+        findings.failed("base model stored", f"the base model {lineage.base} cannot be loaded: {error}",
                         round=lineage.round)
         return None
+
+
+def _check_global_model(federation: Federation, lineage: RoundLineage, findings: Findings) -> None:
+    number = lineage.round
+    try:
+        _, metadata = decode_model(federation.store.get(lineage.global_model))  # type: ignore[arg-type]
+    except FlChainError as error:
+        findings.failed("global model stored", str(error), round=number)
+        return
+    said = (metadata.get("fl-chain.federation"), metadata.get("fl-chain.chain-id"), metadata.get("fl-chain.round"))
+    findings.expect("global model stored", (federation.address, str(federation.chain_id), str(number)), said,
+                    "the global model's header must name this federation, chain and round", round=number)
 
 
 def _check_blob(federation: Federation, number: int, line: CommitmentLine, findings: Findings) -> None:
@@ -322,51 +463,62 @@ def _header_against_commitment(federation: Federation, number: int, line: Commit
     return expected, (header.federation, header.chain_id, header.round, header.sender, header.examples)
 
 
-EXCLUSION_CHECK = "exclusion justified"
-_LATE = "it may have arrived after the aggregator gave up fetching it"
+def _judge(federation: Federation, keys: list[OpeningKey], line: CommitmentLine, number: int,
+           rules: UpdateRules) -> tuple[WeightedUpdate | None, Exclusion | None, str | None]:
+    """The update, or the first key's verdict against it, and whose key opened it."""
+    failure = None
+    for key in keys:
+        outcome = open_update(federation, key.private_key, line.record(number), rules, NO_RETRIES)
+        if not isinstance(outcome, Exclusion):
+            return outcome, None, key.owner
+        failure = failure or outcome
+    return None, failure, None
 
 
-def _check_exclusion(federation: Federation, number: int, line: CommitmentLine, keys: list[OpeningKey],
-                     schema: str, findings: Findings) -> None:
-    """Re-judges an exclusion recorded on chain by opening the update as the aggregator did:
-    an update that opens and is well-formed was censored, whatever reason was recorded."""
+def _check_exclusion(federation: Federation, lineage: RoundLineage, line: CommitmentLine, keys: list[OpeningKey],
+                     rules: UpdateRules, findings: Findings) -> None:
+    """Re-judges an exclusion recorded on chain by opening the update as a validator does:
+    an update that opens and is within the rules was censored, whatever reason was given."""
     claimed = line.exclusion
     assert claimed is not None
+    number = lineage.round
     where = {"round": number, "participant": line.participant}
-    outcomes = [(key, open_update(federation, key.private_key, line.record(number), schema, NO_RETRIES))
-                for key in keys]
-    opened_by = [key.owner for key, outcome in outcomes if not isinstance(outcome, Exclusion)]
-    failures = [outcome for _, outcome in outcomes if isinstance(outcome, Exclusion)]
-    codes = {failure.code for failure in failures}
-    if opened_by and claimed == ExclusionReason.UNAVAILABLE:
+    update, failure, owner = _judge(federation, keys, line, number, rules)
+    if update is not None and claimed == ExclusionReason.UNAVAILABLE:
         findings.unchecked(EXCLUSION_CHECK, f"excluded as unavailable, but the blob is in the store now and opens "
                                             f"as a valid update: {_LATE}", **where)
-    elif opened_by:
+    elif update is not None and claimed == ExclusionReason.LATE:
+        findings.passed(EXCLUSION_CHECK, **where)  # late is judged by position (commitments accounted for)
+    elif update is not None:
         findings.failed(EXCLUSION_CHECK, f"the aggregator excluded a valid update of {line.participant} as "
-                                         f"{claimed.label}: it opens and is well-formed with {opened_by[0]}'s key",
+                                         f"{claimed.label}: it opens and is within the rules with {owner}'s key",
                         expected=claimed.label, found="a valid update", **where)
-    elif claimed in codes:
+    elif failure is not None and (claimed == failure.code or claimed == ExclusionReason.LATE):
         findings.passed(EXCLUSION_CHECK, **where)
     elif claimed == ExclusionReason.UNAVAILABLE:
         findings.unchecked(EXCLUSION_CHECK, f"excluded as unavailable, but the blob is in the store now ({_LATE}); "
-                                            f"it would have been excluded anyway: {failures[0].reason}", **where)
-    elif codes <= {ExclusionReason.UNAVAILABLE, ExclusionReason.UNDECRYPTABLE}:
-        findings.unchecked(EXCLUSION_CHECK, f"excluded as {claimed.label}, which cannot be checked: "
-                                            f"{failures[0].reason}", **where)
+                                            f"it would have been excluded anyway: {failure.reason if failure else ''}",
+                           **where)
+    elif failure is not None and failure.code in (ExclusionReason.UNAVAILABLE, ExclusionReason.UNDECRYPTABLE):
+        findings.unchecked(EXCLUSION_CHECK, f"excluded as {claimed.label}, which these keys cannot check: "
+                                            f"{failure.reason}", **where)
     else:
-        failure = failures[0]
         findings.failed(EXCLUSION_CHECK, f"the aggregator recorded {claimed.label}, but the update fails otherwise: "
-                                         f"{failure.reason}", expected=claimed.label,
-                        found=failure.code.label if failure.code else "", **where)
+                                         f"{failure.reason if failure else ''}", expected=claimed.label,
+                        found=failure.code.label if failure and failure.code else "", **where)
 
 
 def _check_exclusion_publicly(federation: Federation, number: int, line: CommitmentLine, why: str,
                               findings: Findings) -> None:
     """What can be checked of an exclusion without opening the update: that the blob is
-    missing, or that its clear header disagrees with the commitment."""
+    missing, or that its clear header disagrees with the commitment. Anything else only a
+    key can settle, and the finding says whose."""
     claimed = line.exclusion
     assert claimed is not None
     where = {"round": number, "participant": line.participant}
+    if claimed == ExclusionReason.LATE:
+        findings.passed(EXCLUSION_CHECK, **where)  # judged by position (commitments accounted for)
+        return
     try:
         blob = federation.store.get(line.cid)
     except FlChainError as error:
@@ -388,71 +540,231 @@ def _check_exclusion_publicly(federation: Federation, number: int, line: Commitm
         if expected != found:
             findings.passed(EXCLUSION_CHECK, **where)
             return
-    findings.unchecked(EXCLUSION_CHECK, f"excluded as {claimed.label}, which only opening the update can "
-                                        f"confirm: {why}", **where)
+    findings.unchecked(EXCLUSION_CHECK, f"NOT RE-JUDGED: excluded as {claimed.label}, which only opening the "
+                                        f"update can confirm; {why}", **where)
 
 
-def _reaggregate(federation: Federation, lineage: RoundLineage, keys: list[OpeningKey], base: dict[str, Any],
+def _reaggregate(federation: Federation, lineage: RoundLineage, keys: list[OpeningKey], rules: UpdateRules,
                  findings: Findings) -> None:
+    """The aggregate of what should have been included (the included updates that are
+    valid, plus excluded ones that are valid and not excluded as unavailable or late) must
+    be the finalized model; a dissent on an accepted round is settled by the same."""
     number = lineage.round
-    included = [line.participant for line in lineage.commitments if line.included]
-    outcomes = [(key, collect(federation, key.private_key, number, base, included, retries=NO_RETRIES))
-                for key in keys]
-    key, collected = min(outcomes, key=lambda outcome: len(outcome[1].exclusions))
-    for exclusion in collected.exclusions:
-        findings.failed("update opens", exclusion.reason, round=number, participant=exclusion.participant)
-    for update in collected.updates:
-        findings.passed("update opens", round=number, participant=update.sender)
-    if collected.exclusions or not collected.updates:
-        findings.failed("re-aggregation", "not every included update opens with the keys given", round=number)
+    valid: list[WeightedUpdate] = []
+    for line in lineage.commitments:
+        update, failure, _ = _judge(federation, keys, line, number, rules)
+        if line.included:
+            if update is None:
+                findings.failed("update opens", failure.reason if failure else "", round=number,
+                                participant=line.participant)
+                continue
+            findings.passed("update opens", round=number, participant=line.participant)
+            valid.append(update)
+        elif update is not None and line.exclusion not in (ExclusionReason.UNAVAILABLE, ExclusionReason.LATE):
+            valid.append(update)
+    if len(valid) < federation.ledger.parameters().quorum:
+        findings.failed("re-aggregation", f"only {len(valid)} of the updates that should be in are valid, "
+                                          "below the quorum: the attempt should have failed", round=number)
         return
-    recomputed = cid_of(encode_global_model(federation, number, federated_average(collected.updates)))
-    findings.expect("re-aggregation", str(lineage.global_model), str(recomputed),
-                    f"FedAvg of the included updates (opened with {key.owner}'s key)", round=number)
+    recomputed = cid_of(encode_global_model(federation, number, federated_average(valid)))
+    matches = findings.expect("re-aggregation", str(lineage.global_model), str(recomputed),
+                              "FedAvg of the valid updates that should be included", round=number)
+    for validator, cid in lineage.dissents:
+        if matches:
+            findings.passed("dissents judged", round=number, participant=validator,
+                            detail=f"its dissent ({cid}) is unfounded: the re-aggregation gives the finalized model")
+        else:
+            findings.failed("dissents judged", f"{validator} dissented rightly: the finalized model is not the "
+                            "aggregate of the valid updates", round=number, participant=validator)
 
 
-def _check_run_files(federation: Federation, result: Audit, walk: _Walk, run_dir: Path) -> None:
-    findings = result.findings
-    accepted = [lineage for lineage in sorted(walk.rounds.values(), key=lambda r: r.round) if lineage.accepted]
-    model_file = run_dir / "model.safetensors"
-    if accepted and model_file.is_file():
-        findings.expect("final model file", str(accepted[-1].global_model), str(cid_of(model_file.read_bytes())),
-                        "model.safetensors must be the last accepted model")
-    elif accepted:
-        findings.failed("final model file", f"{model_file} is missing")
-    summary = _json(run_dir / "summary.json")
-    if summary is not None:
-        claimed = [(r["round"], r["global_cid"]) for r in summary.get("rounds", []) if r.get("accepted")]
-        on_chain = [(lineage.round, str(lineage.global_model)) for lineage in accepted]
-        findings.expect("summary matches the chain", on_chain, claimed,
-                        "summary.json's accepted rounds and models vs the chain's")
+# ---------------------------------------------------------------- the run's own files
+
+
+class RunFiles:
+    """Checks the files a run directory holds against the chain: each malformed file is
+    one finding, never a crash."""
+
+    def __init__(self, federation: Federation, result: Audit, walk: _Walk, run_dir: Path) -> None:
+        self.federation, self.result, self.walk, self.run_dir = federation, result, walk, run_dir
+        self.findings = result.findings
+        self.accepted = [lineage for lineage in sorted(walk.rounds.values(), key=lambda r: r.round)
+                         if lineage.accepted]
+
+    def check(self) -> None:
+        self._final_model()
+        summary = self._json("summary.json")
+        if summary is not None:
+            self._summary_models(summary)
+        evaluations = self._evaluations()
+        if summary is not None and evaluations is not None:
+            self._summary_metrics(summary, evaluations)
+        if evaluations is not None:
+            self._metrics_csv(evaluations)
+        config = self._config()
+        if config is not None:
+            self._parameters(config)
+            self._who_acted(config)
+
+    def _final_model(self) -> None:
+        model_file = self.run_dir / "model.safetensors"
+        if self.accepted and model_file.is_file():
+            self.findings.expect("final model file", str(self.accepted[-1].global_model),
+                                 str(cid_of(model_file.read_bytes())), "model.safetensors must be the last accepted model")
+        elif self.accepted:
+            self.findings.failed("final model file", f"{model_file} is missing")
+
+    def _json(self, name: str) -> Any:
+        path = self.run_dir / name
+        if not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError) as error:
+            self.findings.failed(f"{name} readable", f"{name} is not readable JSON: {error}")
+            return None
+
+    def _summary_models(self, summary: Any) -> None:
+        on_chain = [(lineage.round, str(lineage.global_model)) for lineage in self.accepted]
+        try:
+            claimed = [(r["round"], r["global_cid"]) for r in summary["rounds"] if r.get("accepted")]
+        except (KeyError, TypeError, AttributeError) as error:
+            self.findings.failed("summary matches the chain", f"summary.json does not list its rounds: {error!r}")
+            return
+        self.findings.expect("summary matches the chain", on_chain, claimed,
+                             "summary.json's accepted rounds and models vs the chain's")
+
+    def _evaluations(self) -> dict[int, list[Evaluation]] | None:
+        """The signed evaluations of each accepted model, by round; anything unsigned, of
+        another model, by a non-participant or repeated is a failure."""
+        path = self.run_dir / EVALUATIONS_FILE
+        if not path.is_file():
+            self.findings.unchecked("evaluations signed", f"{EVALUATIONS_FILE} is missing: no figure of the run's "
+                                                          "accuracy or loss rests on a participant's signature")
+            return None
+        models = {lineage.round: lineage.global_model for lineage in self.accepted}
+        by_round: dict[int, dict[str, Evaluation]] = {}
+        problems = []
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+            try:
+                evaluation = Evaluation.from_record(json.loads(line), federation=self.federation.address,
+                                                    chain_id=self.federation.chain_id)
+                member = self.walk.members.get(evaluation.participant)
+                if member is None or Role.PARTICIPANT not in member.roles:
+                    raise MalformedMessage(f"{evaluation.participant} is not a participant")
+                if models.get(evaluation.round) != evaluation.model:
+                    raise MalformedMessage(f"it evaluates {evaluation.model}, not round {evaluation.round}'s accepted "
+                                           "model")
+                earlier = by_round.setdefault(evaluation.round, {}).get(evaluation.participant)
+                if earlier is not None and earlier != evaluation:
+                    raise MalformedMessage(f"{evaluation.participant} evaluated round {evaluation.round} twice, "
+                                           "differently")
+                by_round[evaluation.round][evaluation.participant] = evaluation
+            except (ValueError, MalformedMessage) as error:
+                problems.append(f"line {number}: {error}")
+        if problems:
+            self.findings.failed("evaluations signed", "; ".join(problems[:5]) + (" …" if len(problems) > 5 else ""))
+        else:
+            self.findings.passed("evaluations signed")
+        return {number: list(found.values()) for number, found in by_round.items()}
+
+    def _summary_metrics(self, summary: Any, evaluations: dict[int, list[Evaluation]]) -> None:
+        """Each round's accuracy and loss in summary.json must be the example-weighted mean
+        of the participants' signed evaluations, bit for bit."""
+        mismatches = []
+        try:
+            rounds = [r for r in summary["rounds"] if r.get("accepted")]
+            for entry in rounds:
+                recomputed = weighted_metrics(evaluations.get(entry["round"], []))
+                for name in ("accuracy", "loss"):
+                    if not _same(entry.get(name), recomputed.get(name)):
+                        mismatches.append(f"round {entry['round']} {name}: summary {entry.get(name)!r}, "
+                                          f"signed evaluations {recomputed.get(name)!r}")
+            final = summary["final"]
+            last = weighted_metrics(evaluations.get(rounds[-1]["round"], [])) if rounds else {}
+            for name in ("accuracy", "loss"):
+                if name in final and not _same(final[name], last.get(name)):
+                    mismatches.append(f"final {name}: summary {final[name]!r}, signed evaluations {last.get(name)!r}")
+        except (KeyError, TypeError, AttributeError, IndexError) as error:
+            self.findings.failed("metrics rest on signed evaluations", f"summary.json is malformed: {error!r}")
+            return
+        if mismatches:
+            self.findings.failed("metrics rest on signed evaluations", "; ".join(mismatches[:5]))
+        else:
+            self.findings.passed("metrics rest on signed evaluations")
+        self.findings.unchecked("unverified figures", "the centralized baseline, seconds and gas in summary.json are "
+                                                      "the aggregator's own measurements: nobody signed them")
+
+    def _metrics_csv(self, evaluations: dict[int, list[Evaluation]]) -> None:
+        path = self.run_dir / "metrics.csv"
+        if not path.is_file():
+            return
+        signed = {(number, e.participant): e for number, found in evaluations.items() for e in found}
+        mismatches = []
+        try:
+            with open(path, newline="") as handle:
+                for row in csv.DictReader(handle):
+                    number = int(row["round"])
+                    accuracy = row.get("accuracy") or ""
+                    if row["scope"] == "round":
+                        expected = weighted_metrics(evaluations.get(number, [])).get("accuracy")
+                    elif (number, row["participant"]) in signed:
+                        expected = signed[(number, row["participant"])].metrics.get("accuracy")
+                    else:
+                        expected = None
+                    if accuracy and not _same(float(accuracy), expected):
+                        mismatches.append(f"round {number} {row['scope']} {row['participant']}: accuracy {accuracy}")
+        except (OSError, KeyError, ValueError, csv.Error) as error:
+            self.findings.failed("metrics.csv matches the signed evaluations", f"metrics.csv is malformed: {error!r}")
+            return
+        if mismatches:
+            self.findings.failed("metrics.csv matches the signed evaluations", "; ".join(mismatches[:5]))
+        else:
+            self.findings.passed("metrics.csv matches the signed evaluations")
+        self.findings.unchecked("unverified figures", "metrics.csv's training loss, bytes, gas and seconds are the "
+                                                      "participants' and the aggregator's own words: unverified")
+
+    def _config(self) -> dict[str, Any] | None:
+        if not (self.run_dir / "config.yaml").is_file():
+            return None
+        try:
+            return read_run_config(self.run_dir)
+        except FlChainError as error:
+            self.findings.failed("federation parameters are the run's", f"config.yaml cannot be read: {error}")
+            return None
+
+    def _parameters(self, config: dict[str, Any]) -> None:
+        parameters = self.walk.parameters
+        try:
+            expected = ("0x" + task_hash(config).hex(), config["quorum"], config["attestation_threshold"])
+        except (KeyError, TypeError, ValueError) as error:
+            self.findings.failed("federation parameters are the run's", f"config.yaml lacks {error}")
+            return
+        self.findings.expect("federation parameters are the run's", expected,
+                             ("0x" + parameters.task_hash.hex(), parameters.quorum, parameters.attestation_threshold),
+                             "the contract's task hash, quorum and threshold vs config.yaml")
+
+    def _who_acted(self, config: dict[str, Any]) -> None:
+        """On a chain a run started itself, accounts come from the seed: anyone who knows it
+        could have signed as any member, so the run proves what was computed, not by whom."""
+        seed = config.get("seed")
+        admin = self.federation.ledger.admin()
+        derived = isinstance(seed, int) and not isinstance(seed, bool) and admin == Identity.derive(
+            f"fl-chain simulation seed {seed}", "admin").address
+        if derived:
+            self.findings.unchecked(WHO_ACTED, f"every account of this run is derived from its seed ({seed}), as on "
+                                               "any development chain a run starts itself: anyone who knows the seed "
+                                               "could sign as any member, so this proves what was computed, not who "
+                                               "took part")
+        else:
+            self.findings.passed(WHO_ACTED)
+
+
+def _same(left: object, right: object) -> bool:
+    if left is None or right is None:
+        return left is None and right is None
     try:
-        config = _config(run_dir)
-    except Exception as error:  # noqa: BLE001 - an unreadable config is a finding, not a crash
-        reason = " ".join(str(error).split())
-        findings.failed("federation parameters are the run's", f"config.yaml cannot be read: {reason}")
-        config = None
-    if config is not None:
-        parameters = walk.parameters
-        findings.expect("federation parameters are the run's",
-                        ("0x" + task_hash(config).hex(), config["quorum"], config["attestation_threshold"]),
-                        ("0x" + parameters.task_hash.hex(), parameters.quorum, parameters.attestation_threshold),
-                        "the contract's task hash, quorum and threshold vs config.yaml")
-
-
-def _json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _config(run_dir: Path) -> dict[str, Any] | None:
-    from omegaconf import OmegaConf  # the run's config is YAML written by Hydra
-
-    path = run_dir / "config.yaml"
-    if not path.is_file():
-        return None
-    config = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-    return config if isinstance(config, dict) else None
+        return float(left) == float(right) or (math.isnan(float(left)) and math.isnan(float(right)))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
 

@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 
+from fl_chain.errors import printable
+
+DETAIL_LIMIT = 600
+
 
 class Status(StrEnum):
     PASSED = "passed"
@@ -33,26 +37,34 @@ class Finding:
 
 @dataclass
 class Findings:
+    """Every text a finding carries passes through `printable`: it may quote a file or a
+    store, and a report must not let them write to the reader's terminal."""
+
     items: list[Finding] = field(default_factory=list)
 
-    def passed(self, check: str, **where: object) -> None:
-        self.items.append(Finding(check, Status.PASSED, **where))  # type: ignore[arg-type]
+    def passed(self, check: str, detail: str = "", **where: object) -> None:
+        self._add(check, Status.PASSED, detail, **where)
 
     def failed(self, check: str, detail: str, **where: object) -> None:
         """`where` names the round and participant, and may carry `expected` and `found`."""
-        self.items.append(Finding(check, Status.FAILED, detail=detail, **where))  # type: ignore[arg-type]
+        self._add(check, Status.FAILED, detail, **where)
 
     def unchecked(self, check: str, detail: str, **where: object) -> None:
-        self.items.append(Finding(check, Status.UNCHECKED, detail=detail, **where))  # type: ignore[arg-type]
+        self._add(check, Status.UNCHECKED, detail, **where)
 
     def expect(self, check: str, expected: object, found: object, detail: str, **where: object) -> bool:
         """Records a pass when `found == expected`, else a failure with both as evidence."""
         if expected == found:
             self.passed(check, **where)
             return True
-        self.items.append(Finding(check, Status.FAILED, expected=str(expected), found=str(found), detail=detail,
-                                  **where))  # type: ignore[arg-type]
+        self._add(check, Status.FAILED, detail, expected=expected, found=found, **where)
         return False
+
+    def _add(self, check: str, status: Status, detail: str, **where: object) -> None:
+        for key in ("expected", "found", "participant"):
+            if where.get(key) is not None:
+                where[key] = printable(where[key], DETAIL_LIMIT)
+        self.items.append(Finding(check, status, detail=printable(detail, DETAIL_LIMIT), **where))  # type: ignore[arg-type]
 
     @property
     def failures(self) -> list[Finding]:

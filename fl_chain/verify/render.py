@@ -14,9 +14,10 @@ MARKS = {Status.PASSED: "✓", Status.FAILED: "✗", Status.UNCHECKED: "·"}
 PARTICIPANT_CHECKS = ("member", "before deadline", "once", "blob matches its CID", "header matches commitment", "update opens")
 COLUMN_TITLES = ("member", "deadline", "once", "blob", "header", "opens")
 ROUND_CHECKS = (
-    "opened on the accepted model", "included were committed", "commitments accounted for", "quorum",
-    "commitment events complete",
-    "global model stored", "re-aggregation", "attestations reached the threshold", "accepted the finalized model",
+    "opened on the accepted model", "commitments accounted for", "quorum", "commitment events complete",
+    "base model stored", "global model stored", "re-aggregation", "committee drawn by the rule",
+    "attester is on the committee", "attestations reached the threshold", "no dissent before acceptance",
+    "dissents judged", "accepted the finalized model",
 )
 
 
@@ -41,10 +42,13 @@ def verdict(result: Audit) -> str:
     passed = sum(f.status == Status.PASSED for f in findings.items)
     unchecked = sorted({f.check for f in findings.items if f.status == Status.UNCHECKED})
     not_checked = f"; not checked: {', '.join(unchecked)} (see above)" if unchecked else ""
-    if findings.ok:
-        return f"verdict: PASSED, {passed} checks passed{not_checked}"
-    lines = [f"verdict: FAILED, {len(findings.failures)} of {len(findings.items)} checks failed{not_checked}"]
+    lines = [f"verdict: PASSED, {passed} checks passed{not_checked}"] if findings.ok else [
+        f"verdict: FAILED, {len(findings.failures)} of {len(findings.items)} checks failed{not_checked}"]
     lines += [f"  ✗ {failure.describe()}" for failure in findings.failures]
+    not_rejudged = [f for f in findings.items if f.check == EXCLUSION_CHECK and f.status == Status.UNCHECKED]
+    if not_rejudged:
+        lines.append(f"WARNING: {len(not_rejudged)} exclusion(s) could not be re-judged: an aggregator that excluded a "
+                     "valid update would pass these checks. " + not_rejudged[0].detail)
     return "\n".join(lines)
 
 
