@@ -19,14 +19,14 @@ from clients.settings import RunSettings
 from experiments.deployment_demo import Demo
 from fl_chain import protocol
 from fl_chain.chain import rpc
-from fl_chain.chain.anvil import AnvilNode
 from fl_chain.chain.accounts import unlock_keystore
+from fl_chain.chain.anvil import AnvilNode
 from fl_chain.chain.federation import FederationParameters, Refusal, Role, task_hash
 from fl_chain.chain.federation_file import describe
 from fl_chain.chain.ledger import Ledger
+from fl_chain.errors import UsageError
 from fl_chain.identity import Identity
 from fl_chain.keyfile import read_key_file
-from fl_chain.errors import UsageError
 from fl_chain.orgkeys import MemberCard, OrgFiles, generate_org
 from fl_chain.protocol import Federation
 from fl_chain.storage.blockstore import LocalStore
