@@ -64,8 +64,20 @@ def _estimate_in_one_run(state: Any, transaction: Any) -> int:
         state.revert(snapshot)
 
 
-def _evm_class(chain_id: int) -> type[MiningChain]:
-    vm_configuration = ConsensusApplier(NoProofConsensus).amend_vm_configuration(((0, PragueVM),))
+class _SameSecondPragueVM(PragueVM):
+    """Prague as a development node runs it: blocks mined within one second may share its
+    timestamp (anvil does), which a re-execution of that node's history must accept."""
+
+    @classmethod
+    def validate_header(cls, header: Any, parent_header: Any) -> None:
+        if parent_header is not None and header.timestamp == parent_header.timestamp:
+            header = header.copy(timestamp=parent_header.timestamp + 1)
+        super().validate_header(header, parent_header)
+
+
+def _evm_class(chain_id: int, same_second_blocks: bool = False) -> type[MiningChain]:
+    vm = _SameSecondPragueVM if same_second_blocks else PragueVM
+    vm_configuration = ConsensusApplier(NoProofConsensus).amend_vm_configuration(((0, vm),))
 
     class EmbeddedEVM(MiningChain):
         def get_transaction_builder(self) -> Any:
@@ -88,7 +100,7 @@ def _evm_class(chain_id: int) -> type[MiningChain]:
     return EmbeddedEVM
 
 
-def _new_evm(genesis: Genesis) -> MiningChain:
+def _new_evm(genesis: Genesis, same_second_blocks: bool = False) -> MiningChain:
     alloc = {
         to_canonical_address(address): {"balance": balance, "nonce": 0, "code": b"", "storage": {}}
         for address, balance in genesis.alloc.items()
@@ -104,21 +116,23 @@ def _new_evm(genesis: Genesis) -> MiningChain:
         "timestamp": genesis.timestamp,
         "transaction_root": _EMPTY_TRIE_ROOT,
     }
-    return _evm_class(genesis.chain_id).from_genesis(AtomicDB(), params, alloc)
+    return _evm_class(genesis.chain_id, same_second_blocks).from_genesis(AtomicDB(), params, alloc)
 
 
 class _JournaledBackend(PyEVMBackend):
     """eth-tester's py-evm backend with deterministic blocks that are reported as mined."""
 
-    def __init__(self, genesis: Genesis, on_block: Callable[[BlockRecord], None], clock: Callable[[], int]):
+    def __init__(self, genesis: Genesis, on_block: Callable[[BlockRecord], None], clock: Callable[[], int],
+                 same_second_blocks: bool = False):
         self._genesis = genesis
+        self._same_second_blocks = same_second_blocks
         self._on_block = on_block
         self._clock = clock
         super().__init__()
 
     def reset_to_genesis(self, *_args: Any, **_kwargs: Any) -> None:
         self.account_keys = ()
-        self.chain = _new_evm(self._genesis)
+        self.chain = _new_evm(self._genesis, self._same_second_blocks)
 
     def send_raw_transaction(self, raw_transaction: bytes) -> bytes:
         if raw_transaction[:1] == bytes([_BLOB_TX_TYPE]):
@@ -228,11 +242,13 @@ class BlockMismatch:
 class EmbeddedChain:
     """An in-process chain, optionally journaled to a directory so it can be replayed."""
 
-    def __init__(self, genesis: Genesis, journal: BlockJournal | None) -> None:
+    def __init__(self, genesis: Genesis, journal: BlockJournal | None, same_second_blocks: bool = False) -> None:
+        """`same_second_blocks` accepts blocks sharing their parent's timestamp: for
+        re-executing a development node's history (fl_chain/chain/history.py)."""
         self.genesis = genesis
         self.journal = journal
         self._time_offset = 0
-        self._backend = _JournaledBackend(genesis, self._record, self._now)
+        self._backend = _JournaledBackend(genesis, self._record, self._now, same_second_blocks)
         endpoints = dict(API_ENDPOINTS)
         endpoints["eth"] = {**API_ENDPOINTS["eth"], "chainId": lambda *_: genesis.chain_id}
         for name in ("call", "estimateGas"):

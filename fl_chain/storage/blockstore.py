@@ -204,6 +204,8 @@ class LocalStore:
                 data = handle.read()
         except FileNotFoundError:
             raise BlobNotFound(f"{cid} is not in the store") from None
+        except OSError as error:  # a directory or an unreadable file where the block should be
+            raise BlobCorrupted(f"block {cid} cannot be read from {self.block_path(cid)}: {error.strerror}") from None
         actual = sha256(data).digest()
         if actual != cid.digest:
             found = Cid(cid.codec, actual)

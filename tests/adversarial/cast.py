@@ -100,12 +100,13 @@ class Cast:
 
 
 def found_cast(directory: Path, *, quorum: int = 3, threshold: int = 2, committee_size: int = 0,
-               max_update_norm: float = 10.0, caps: list[int] | None = None) -> Cast:
+               max_update_norm: float = 10.0, caps: list[int] | None = None, commit_grace: int = 0) -> Cast:
     consortium = SimulatedConsortium.create(7, PARTICIPANTS, VALIDATORS, seed_accounts=True)
     embedded = EmbeddedChain.create(directory / "ledger", funded=consortium.transacting_addresses)
     store = LocalStore(directory / "store")
     genesis = protocol.publish_genesis_model(store, genesis_model())
-    parameters = FederationParameters(b"\x01" * 32, 0, quorum, 600, threshold, committee_size, 1000, max_update_norm)
+    parameters = FederationParameters(b"\x01" * 32, 0, quorum, 600, threshold, committee_size, 1000, max_update_norm,
+                                      commit_grace)
     chain = Chain(embedded.web3, backend="embedded", increase_time=embedded.increase_time)
     exact = caps or [len(local_data(i)[1]) for i in range(PARTICIPANTS)]
     federation = Federation(consortium.found(chain, parameters, genesis, exact), store)

@@ -1,0 +1,125 @@
+"""A malicious aggregator can stall a round, never censor, frame or mis-aggregate unseen.
+
+Each test runs the real coordinator with one step replaced by what a dishonest aggregator
+would do (a subclass or a wrapped protocol step: its own strategy), against honest
+participants and validators: the validators dissent, the contract refuses, or a
+participant commits itself, and `verify` names what happened.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+import numpy as np
+import pytest
+
+from adversarial.cast import Cast, found_cast
+from fl_chain import protocol
+from fl_chain.aggregation import WeightedUpdate
+from fl_chain.chain.federation import ExclusionReason, RoundStatus
+from fl_chain.keyfile import OpeningKey
+from fl_chain.messages import Evaluation, Ticket
+from fl_chain.participant import watch_in_thread
+from fl_chain.protocol import CollectedUpdates, Exclusion, ProtocolError
+from fl_chain.verify.audit import audit
+from fl_chain.verify.render import text_report
+
+VICTIM = 2
+
+
+def keys(cast: Cast) -> list[OpeningKey]:
+    return [OpeningKey(v.address, "validator", v.x25519_private) for v in cast.consortium.validators]
+
+
+def with_collect(monkeypatch: pytest.MonkeyPatch, change: Any) -> None:
+    """The aggregator's own verdict on what it collected: the honest one, then `change`."""
+    honest = protocol.collect
+    monkeypatch.setattr(protocol, "collect", lambda *args, **kwargs: change(honest(*args, **kwargs)))
+
+
+def test_a_valid_update_excluded_under_a_false_reason_is_dissented_and_never_accepted(
+        cast: Cast, monkeypatch: pytest.MonkeyPatch) -> None:
+    victim = cast.address(VICTIM)
+
+    def censor(collected: CollectedUpdates) -> CollectedUpdates:
+        kept = tuple(update for update in collected.updates if update.sender != victim)
+        framed = Exclusion(victim, "the aggregator says it had the wrong shape", ExclusionReason.WRONG_SHAPE)
+        return CollectedUpdates(kept, (*collected.exclusions, framed), collected.seen)
+
+    with_collect(monkeypatch, censor)
+    with pytest.raises(ProtocolError, match="round 1 failed 2 attempts in a row"):
+        cast.coordinator(max_attempts=2).run()
+    assert cast.ledger.round(1).status == RoundStatus.FAILED and cast.ledger.latest_accepted()[0] == 0
+    assert "dissent from the finalized model" in cast.said
+    keyless = audit(cast.federation, [])
+    report = text_report(keyless)
+    assert "WARNING: 2 exclusion(s) could not be re-judged" in report
+    assert all(v.address in report for v in cast.consortium.validators)  # who could re-judge them
+    keyed = audit(cast.federation, keys(cast)[:1])
+    assert not keyed.findings.ok
+    assert any(f.check == "exclusion justified" and f.participant == victim and
+               "excluded a valid update" in f.detail for f in keyed.findings.failures)
+
+
+def test_an_invalid_update_included_or_a_model_that_is_not_the_aggregate_is_dissented(
+        cast: Cast, monkeypatch: pytest.MonkeyPatch) -> None:
+    def poison(collected: CollectedUpdates) -> CollectedUpdates:
+        first, *rest = collected.updates
+        boosted = WeightedUpdate(first.sender, first.examples, {k: v * 1000 for k, v in first.tensors.items()})
+        return dataclasses.replace(collected, updates=(boosted, *rest))
+
+    with_collect(monkeypatch, poison)  # the aggregate of something nobody sent
+    with pytest.raises(ProtocolError, match="failed 1 attempts in a row"):
+        cast.coordinator(max_attempts=1).run()
+    state = cast.ledger.round(1)
+    assert state.status == RoundStatus.FAILED
+    result = audit(cast.federation, keys(cast)[:1])
+    assert any(f.check == "re-aggregation" for f in result.findings.failures)
+
+
+def test_an_unrelayed_receipt_is_committed_by_its_participant_and_must_be_accounted_for(tmp_path: Any,
+                                                                                        monkeypatch: Any) -> None:
+    cast = found_cast(tmp_path, commit_grace=4)
+    victim = cast.address(VICTIM)
+    for address, role in cast.roles.items():  # every participant keeps an eye on its own commitment
+        identity = next(p for p in cast.consortium.participants if p.address == address)
+        role.watch = watch_in_thread(cast.federation, lambda identity=identity: identity)
+    honest_relay = protocol.relay
+    monkeypatch.setattr(protocol, "relay", lambda federation, relayer, receipts: honest_relay(
+        federation, relayer, [r for r in receipts if r.commitment.participant != victim]))
+    coordinator = cast.coordinator()
+    coordinator.plan = dataclasses.replace(coordinator.plan, fast_forward=False)  # real seconds: watchers run
+    coordinator.run()
+    assert cast.ledger.round(1).status == RoundStatus.ACCEPTED
+    assert cast.ledger.round(1).included == 5  # the swallowed receipt is in: its participant sent it itself
+    [direct] = [r for r in cast.ledger.commitments(1) if r.participant == victim]
+    sender = cast.embedded.web3.eth.get_transaction(direct.transaction)["from"]
+    assert sender == victim  # on chain, the participant's own transaction: the censorship attempt is visible
+
+
+def test_participants_refuse_to_evaluate_or_train_on_what_the_chain_does_not_say(cast: Cast) -> None:
+    cast.coordinator().run()
+    role = cast.roles[cast.address(0)]
+    finalized = cast.ledger.round(1).global_model
+    genesis = cast.ledger.round(1).base
+    with pytest.raises(ProtocolError, match="but round 1 finalized"):
+        role.evaluate({"round": 1, "model": str(genesis)})
+    state = protocol.open_round(cast.federation, cast.consortium.aggregator, 2)
+    with pytest.raises(ProtocolError, match="but the chain says it starts from"):
+        role.train(Ticket(2, state.attempt, genesis, state.deadline).to_record())
+    assert finalized is not None
+
+
+def test_an_evaluation_cannot_be_put_in_a_participants_mouth(cast: Cast) -> None:
+    cast.coordinator().run()
+    line = json.loads((cast.directory / "run" / "evaluations.jsonl").read_text().splitlines()[0])
+    forged = {**line, "metrics": json.dumps({"accuracy": 0.999, "loss": 0.001})}
+    from fl_chain.messages import MalformedMessage
+
+    with pytest.raises(MalformedMessage, match="is not signed by"):
+        Evaluation.from_record(forged, federation=cast.federation.address, chain_id=cast.federation.chain_id)
+    honest = Evaluation.from_record({**line, "metrics": json.dumps(line["metrics"])},
+                                    federation=cast.federation.address, chain_id=cast.federation.chain_id)
+    assert honest.participant == line["participant"] and np.isfinite(honest.metrics["accuracy"])
