@@ -88,12 +88,12 @@ def validate(config: dict[str, Any]) -> None:
         (1 <= config["max_examples"] < 2**64, f"max_examples must be at least 1, got {config['max_examples']}"),
         (0 < config["max_update_norm"] < float("inf"),
          f"max_update_norm must be a positive number, got {config['max_update_norm']}"),
-        (0 <= config["commit_grace"] < config["round_duration"],
-         f"commit_grace {config['commit_grace']} must be at least 0 and shorter than round_duration "
-         f"({config['round_duration']})"),
         (0 < config["fraction_train"] <= 1, f"fraction_train must be in (0, 1], got {config['fraction_train']}"),
         (config["seed"] >= 0, f"seed must be at least 0, got {config['seed']}"),
         (config["round_duration"] >= 1, f"round_duration must be at least 1 second, got {config['round_duration']}"),
+        (0 <= config["commit_grace"] < config["round_duration"],
+         f"commit_grace {config['commit_grace']} must be at least 0 and shorter than round_duration "
+         f"({config['round_duration']})"),
         (config["reply_timeout"] > 0, f"reply_timeout must be positive, got {config['reply_timeout']}"),
         (float(config["strategy"]["proximal_mu"]) >= 0,
          f"strategy.proximal_mu must be at least 0, got {config['strategy']['proximal_mu']}"),

@@ -12,6 +12,7 @@ import dataclasses
 import json
 import logging
 import os
+import shlex
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -80,10 +81,6 @@ def serve_chain(config: dict[str, Any], run_dir: Path, funded: list[str], resume
             embedded = EmbeddedChain.create(run_dir / "ledger", chain_id=chain["chain_id"], funded=funded)
         with RpcBridge(embedded.web3, increase_time=embedded.increase_time) as url:
             yield url
-    elif chain["backend"] == "anvil" and resume:
-        raise UsageError("a chain=anvil run's chain lived in the anvil node the run started, which ended with it: "
-                         "it cannot be resumed (chain=embedded keeps a journal; chain=rpc uses a node that outlives "
-                         "the run)")
     elif chain["backend"] == "anvil":
         with AnvilNode(chain_id=chain["chain_id"]) as node:
             rpc.fund(rpc.connect(node.url), funded)
@@ -167,7 +164,7 @@ class Experiment:
             (drive or _simulate)(strategy)
         except (ChainError, StoreError, ProtocolError) as error:  # outside the run: it can continue
             raise RunStopped(f"{error}. The run stopped after {len(runlog.rounds)} of {config['rounds']} rounds; "
-                             f"`flchain resume {self.run_dir}` continues it from the chain") from error
+                             f"`{resume_command(config, self.run_dir)}` continues it from the chain") from error
 
     def finish(self, ledger: Ledger, runlog: RunLog) -> dict[str, Any]:
         """The final model, plots, baseline and summary.json, once every round is accepted."""
@@ -225,6 +222,10 @@ def resume_experiment(run_dir: Path, config: dict[str, Any], drive: Callable[[On
     address = federation_file.get("address") if isinstance(federation_file, dict) else None
     if not isinstance(address, str):
         raise UsageError(f"{run_dir / 'federation.json'} names no federation address")
+    if config["chain"]["backend"] == "anvil":
+        raise UsageError("a chain=anvil run's chain lived in the anvil node the run started, which ended with it: "
+                         "it cannot be resumed (chain=embedded keeps a journal; chain=rpc uses a node that outlives "
+                         "the run)")
     experiment = Experiment.prepare(config, run_dir)
     consortium = SimulatedConsortium.load(run_dir / "keys")
     with serve_chain(config, run_dir, consortium.transacting_addresses, resume=True, confirm=confirm) as url:
@@ -237,6 +238,19 @@ def resume_experiment(run_dir: Path, config: dict[str, Any], drive: Callable[[On
                                  f"({len(runlog.rounds)} of {config['rounds']} rounds recorded)")
         experiment.train(ledger, consortium.aggregator, url, runlog, drive)
         return experiment.finish(ledger, runlog)
+
+
+def resume_command(config: dict[str, Any], run_dir: Path) -> str:
+    """How to resume: a run's chain and store outside its directory are named again on the
+    command line (resume takes nothing of the kind from the run's files)."""
+    chain, storage = config["chain"], config["storage"]
+    where = []
+    if chain["backend"] == "rpc":
+        where += ["chain=rpc", f"chain.url={chain['url']}", *([f"chain.keystore={chain['keystore']}"]
+                                                              if chain.get("keystore") else [])]
+    if storage["backend"] != "local":
+        where += [f"storage={storage['backend']}", *(f"storage.{k}={v}" for k, v in storage.items() if k != "backend")]
+    return shlex.join(["flchain", "resume", str(run_dir), *where])
 
 
 def _store_spec(storage: dict[str, Any], run_dir: Path) -> dict[str, Any]:

@@ -134,7 +134,7 @@ class GridTransport:
 
     def _reply(self, address: str, kind: str, message: Message) -> Reply:
         if message.has_error():
-            return Reply(address, kind, error=f"failed: {last_line(message.error.reason)}")
+            return Reply(address, kind, error=f"failed to {kind}: {last_line(message.error.reason)}")
         if self.ship_blobs and blobs.RECORD in message.content:  # the sealed update, into our store
             try:
                 blobs.unpack(self.federation.store, message.content[blobs.RECORD])

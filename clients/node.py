@@ -214,7 +214,7 @@ def _agreed_preprocessing(federation: Federation, settings: RunSettings, address
     if set(signed) != participants:
         raise ProtocolError(f"the aggregator sent data summaries of {sorted(signed)}, not of the federation's "
                             f"participants {sorted(participants)}")
-    if signed[address].summary != summarize():
+    if signed[address].text != summarize().to_json():
         raise ProtocolError("the aggregator sent this site's data summary altered")
     return SignedSummary.combine(signed)
 

@@ -34,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def handle(args: argparse.Namespace) -> int:
-    run_dir = open_run_dir(args.run_dir, needs=("config.yaml", "federation.json", "keys"))
+    run_dir = open_run_dir(args.run_dir, needs=("config.yaml", "federation.json"))
     config = compose_from_run(run_dir, args.overrides)
     stored_elsewhere(run_dir, args.overrides)
 

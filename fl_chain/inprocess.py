@@ -44,7 +44,8 @@ class InProcessTransport:
             content = getattr(responder, request.kind)(dict(request.payload))
         except Exception as error:  # noqa: BLE001 - any failure of a participant is its reply, as in Flower
             lines = str(error).strip().splitlines()
-            return Reply(request.participant, request.kind, error=f"failed: {lines[-1] if lines else type(error).__name__}")
+            reason = lines[-1] if lines else type(error).__name__
+            return Reply(request.participant, request.kind, error=f"failed to {request.kind}: {reason}")
         if time.monotonic() - started > timeout:
             return Reply(request.participant, request.kind, error=f"no reply within {timeout:g} s")
         return Reply(request.participant, request.kind, content)

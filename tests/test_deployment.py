@@ -196,7 +196,7 @@ def test_deployment_demo_trains_and_verifies_then_leaves_nothing_running(tmp_pat
     summary = json.loads((run_dir / "summary.json").read_text())
     assert [r["accepted"] for r in summary["rounds"]] == [True, True]
     assert all(r["included"] == 3 for r in summary["rounds"])
-    assert (run_dir / "chain" / "anvil-state.json").is_file()
+    assert (run_dir / "chain" / "history.jsonl").is_file()  # the signed transactions verify re-executes
     again = flchain("verify", str(run_dir))  # after the demo, from its files alone
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-2000:]
 

@@ -141,8 +141,9 @@ def test_an_aggregator_killed_at_any_step_resumes_to_the_same_models(tmp_path: P
 @pytest.mark.anvil
 def test_an_aggregator_killed_on_a_live_node_resumes_there(tmp_path: Path, anvil_node: AnvilNode) -> None:
     run_dir = tmp_path / "run"
-    _killed_run(run_dir, "2:stored", "chain=rpc", f"chain.url={anvil_node.url}", f"chain.chain_id={anvil_node.chain_id}")
-    resumed = flchain("resume", str(run_dir))
+    where = ("chain=rpc", f"chain.url={anvil_node.url}", f"chain.chain_id={anvil_node.chain_id}")
+    _killed_run(run_dir, "2:stored", *where)
+    resumed = flchain("resume", str(run_dir), *where)  # a node of its own: named again, never taken from the files
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     rounds = _summary(run_dir)["rounds"]
     assert [(r["accepted"], r["attempt"], r["commitments"], r["included"], r["resumed"]) for r in rounds] == [
@@ -209,7 +210,8 @@ def test_a_run_rides_out_a_short_outage_and_stops_resumably_on_a_long_one(anvil_
         assert "Traceback" not in stderr_text
 
         proxy.restore()
-        resumed = flchain("resume", str(run_dir))
+        resumed = flchain("resume", str(run_dir), "chain=rpc", f"chain.url={proxy.url}",
+                          f"chain.chain_id={anvil_node.chain_id}")
         assert resumed.returncode == 0, resumed.stderr[-3000:]
         rounds = _summary(run_dir)["rounds"]
         assert [(r["round"], r["accepted"]) for r in rounds] == [(1, True), (2, True), (3, True)]

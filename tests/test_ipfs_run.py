@@ -27,8 +27,10 @@ def test_a_run_on_kubo_keeps_the_local_stores_cids_and_verifies(tmp_path: Path, 
         reference = json.loads((small_runs / "0" / "summary.json").read_text())["rounds"][0]
         assert only["global_cid"] == reference["global_cid"]
         assert kubo.find_missing(Cid.parse(only["global_cid"])) is None  # the model is on kubo, whole
-        assert {call.command for call in kubo.calls} >= {"add", "pin/add", "cat"}
+        assert {call.command for call in kubo.calls} >= {"add", "pin/add", "block/get"}
         assert not (run_dir / "store").exists()  # nothing went to a local store
 
-        verified = flchain("verify", str(run_dir))
+        unnamed = flchain("verify", str(run_dir))  # the daemon the run's files name is not reached on their word
+        assert unnamed.returncode == 2 and "--ipfs-api" in unnamed.stderr
+        verified = flchain("verify", str(run_dir), "--ipfs-api", kubo.api)
         assert verified.returncode == 0, verified.stdout[-3000:] + verified.stderr[-2000:]

@@ -26,6 +26,7 @@ from fl_chain.chain.federation import FederationParameters, Role
 from fl_chain.chain.federation_file import FederationFile
 from fl_chain.chain.ledger import Ledger
 from fl_chain.chain.operator import RpcSettings, connect_operator, fund_accounts
+from fl_chain.consortium import SimulatedConsortium
 from fl_chain.errors import UsageError
 from fl_chain.identity import Identity
 from fl_chain.storage.blockstore import LocalStore
@@ -356,17 +357,14 @@ def test_connect_operator_unlocks_the_keystore_and_checks_the_chain(
 def test_a_run_on_an_rpc_chain_with_a_wrong_password_stops_before_any_transaction(
     anvil_node: AnvilNode, operator: Operator, node: Chain, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from fl_chain.consortium import SimulatedConsortium
-
     monkeypatch.setenv("FLCHAIN_PASSWORD", "not the password")
-    admin = SimulatedConsortium.derive(0, 3, 2).admin.address
-    nonces = [node.web3.eth.get_transaction_count(address) for address in (operator.address, admin)]
+    nonce = node.web3.eth.get_transaction_count(operator.address)
     completed = flchain("run", "chain=rpc", f"chain.url={anvil_node.url}", f"chain.keystore={operator.keystore}",
                         *EXPERIMENT, "rounds=1", f"hydra.run.dir={tmp_path / 'run'}")
     assert completed.returncode == 2, completed.stderr[-3000:]
     assert "Traceback" not in completed.stderr
     assert completed.stderr.strip().splitlines()[-1] == f"flchain: error: wrong password for keystore {operator.keystore}"
-    assert [node.web3.eth.get_transaction_count(address) for address in (operator.address, admin)] == nonces
+    assert node.web3.eth.get_transaction_count(operator.address) == nonce
     assert not (tmp_path / "run" / "federation.json").exists()
 
 
@@ -380,7 +378,8 @@ def test_roles_are_registered_as_the_contract_numbers_them() -> None:
 @pytest.mark.slow
 def test_a_run_on_a_node_that_is_not_anvil_is_paid_for_by_the_operator(tmp_path: Path) -> None:
     """The embedded chain served over JSON-RPC stands in for Geth: no free balances, so the
-    operator's transfers fund the run's admin, aggregator and validators."""
+    operator's transfers fund the run's admin, aggregator and participants (who may commit
+    themselves), every one of them an account generated for the run, not one the seed gives."""
     operator = identity("run operator")
     write_keystore(operator.account, tmp_path / "operator.json", PASSWORD)
     (tmp_path / "password").write_text(PASSWORD + "\n")
@@ -390,7 +389,11 @@ def test_a_run_on_a_node_that_is_not_anvil_is_paid_for_by_the_operator(tmp_path:
                             f"chain.keystore={tmp_path / 'operator.json'}", f"chain.password_file={tmp_path / 'password'}",
                             "chain.fund_ether=0.5", *EXPERIMENT, "rounds=1", f"hydra.run.dir={tmp_path / 'run'}")
         assert completed.returncode == 0, completed.stderr[-3000:]
-        assert f"funding 4 accounts from operator {operator.address}" in completed.stderr
-        assert embedded.web3.eth.get_transaction_count(operator.address) == 4
+        assert f"[chain] Fund 5 accounts from operator {operator.address}" in completed.stderr
+        assert embedded.web3.eth.get_transaction_count(operator.address) == 5
+    federation = json.loads((tmp_path / "run" / "federation.json").read_text())
+    assert federation["accounts"].startswith("generated for the run")
+    derived = SimulatedConsortium.create(0, 3, 2, seed_accounts=True)
+    assert federation["admin"] != derived.admin.address
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert [r["accepted"] for r in summary["rounds"]] == [True]

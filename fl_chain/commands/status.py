@@ -94,6 +94,7 @@ class FederationStatus:
                     "commitments": state.commitments,
                     "included": state.included,
                     "attestations": state.attestations,
+                    "dissents": state.dissents,
                     "global_model": _cid(state.global_model),
                     "deadline": _utc(state.deadline),
                 }
@@ -111,6 +112,10 @@ class FederationStatus:
             ("quorum", str(parameters.quorum)),
             ("round duration", f"{parameters.round_duration} s"),
             ("attestation threshold", str(parameters.attestation_threshold)),
+            ("committee", str(parameters.committee_size or "every validator")),
+            ("examples per update", f"at most {parameters.max_examples} (each member's own cap below it)"),
+            ("update norm bound", f"{parameters.update_norm_bound:g}"),
+            ("commit grace", f"{parameters.commit_grace} s"),
             ("genesis model", _cid(self.genesis_model) or "-"),
             ("latest accepted", f"round {self.latest_round}, model {self.latest_model}"),
         ]
@@ -123,8 +128,9 @@ class FederationStatus:
         lines += ["", f"rounds: {len(self.rounds)}"]
         if self.rounds:
             rows = [(str(r.round), r.status.name.lower(), str(r.attempt), str(r.commitments), str(r.included),
-                     str(r.attestations), _cid(r.global_model) or "-", _utc(r.deadline)) for r in self.rounds]
-            lines.append(table(("round", "status", "attempt", "commitments", "included", "attestations",
+                     str(r.attestations), str(r.dissents), _cid(r.global_model) or "-", _utc(r.deadline))
+                    for r in self.rounds]
+            lines.append(table(("round", "status", "attempt", "commitments", "included", "attestations", "dissents",
                                 "global model", "deadline (UTC)"), rows))
         return "\n".join(lines)
 

@@ -15,7 +15,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from adversarial.cast import Cast, found_cast
+from adversarial.cast import Cast, found_cast, local_data
+from clients.data.normalization import FeatureStatistics
+from clients.data.preprocessing import SignedSummary, TableSummary
+from clients.node import _agreed_preprocessing
+from clients.settings import RunSettings
 from fl_chain import protocol
 from fl_chain.aggregation import WeightedUpdate
 from fl_chain.chain.federation import ExclusionReason, RoundStatus
@@ -123,3 +127,36 @@ def test_an_evaluation_cannot_be_put_in_a_participants_mouth(cast: Cast) -> None
     honest = Evaluation.from_record({**line, "metrics": json.dumps(line["metrics"])},
                                     federation=cast.federation.address, chain_id=cast.federation.chain_id)
     assert honest.participant == line["participant"] and np.isfinite(honest.metrics["accuracy"])
+
+
+def summaries(cast: Cast) -> dict[str, SignedSummary]:
+    signed = {}
+    for index, participant in enumerate(cast.consortium.participants):
+        x, _ = local_data(index)
+        summary = TableSummary(("a", "b", "c"), (0, 1), FeatureStatistics.of(x.astype(np.float32)))
+        signed[participant.address] = SignedSummary.sign(participant.account, cast.federation.address,
+                                                         cast.federation.chain_id, summary)
+    return signed
+
+
+def settings_with(records: dict[str, dict[str, str]]) -> RunSettings:
+    return RunSettings(experiment={}, chain_url="", contract="", store={}, summaries=records)
+
+
+def test_sites_combine_only_the_sites_own_signed_summaries(cast: Cast) -> None:
+    signed = summaries(cast)
+    me = cast.address(0)
+    own = signed[me].summary
+    honest = {address: item.to_record() for address, item in signed.items()}
+    shared = _agreed_preprocessing(cast.federation, settings_with(honest), me, lambda: own)
+    assert shared.to_dict() == SignedSummary.combine(signed).to_dict()
+    other = cast.address(1)
+    forged = {**honest, other: {**honest[other], "summary": signed[cast.address(2)].text}}
+    with pytest.raises(ProtocolError, match=f"not signed by {other}"):
+        _agreed_preprocessing(cast.federation, settings_with(forged), me, lambda: own)
+    missing = {address: record for address, record in honest.items() if address != other}
+    with pytest.raises(ProtocolError, match="not of the federation's participants"):
+        _agreed_preprocessing(cast.federation, settings_with(missing), me, lambda: own)
+    mine_altered = {**honest, me: signed[cast.address(3)].to_record()}
+    with pytest.raises(ProtocolError, match="not signed by|altered"):
+        _agreed_preprocessing(cast.federation, settings_with(mine_altered), me, lambda: own)

@@ -22,7 +22,7 @@ from fl_chain.chain.federation import ExclusionReason, RoundStatus
 from fl_chain.codec import encode_model, schema_hash
 from fl_chain.envelope import UpdateHeader
 from fl_chain.keyfile import OpeningKey
-from fl_chain.messages import Ticket
+from fl_chain.messages import Greeting, MalformedMessage, Ticket
 from fl_chain.participant import Trained
 from fl_chain.verify.audit import audit
 from fl_chain.verify.findings import Status
@@ -109,7 +109,7 @@ def test_a_missing_record_or_a_crash_is_an_exclusion_not_a_crash(cast: Cast) -> 
     cast.coordinator({attacker: no_receipt, crasher: crashing}).run()
     assert accepted_with(cast) == (3, 3)
     assert f"excluded {attacker}: attempt 1: the receipt from {attacker} is not a record" in cast.said
-    assert f"excluded {crasher}: attempt 1: failed: the participant fell over" in cast.said
+    assert f"excluded {crasher}: attempt 1: failed to train: the participant fell over" in cast.said
 
 
 class Trains:
@@ -304,3 +304,19 @@ def test_an_evaluation_that_is_not_the_participants_signed_word_is_left_out(cast
     assert f"the evaluation of {attacker} is left out: the evaluation of {attacker} is not signed by" in cast.said
     evaluations = [json.loads(line) for line in (cast.directory / "run" / "evaluations.jsonl").read_text().splitlines()]
     assert attacker not in {e["participant"] for e in evaluations} and len(evaluations) == 4
+
+
+def test_a_greeting_proves_its_member_or_speaks_for_nobody(cast: Cast) -> None:
+    federation, chain_id = cast.federation.address, cast.federation.chain_id
+    challenge, node = b"\x07" * 16, 4242
+    member = cast.participant(0)
+    greeting = Greeting.answer(member.account, federation, chain_id, node, challenge)
+    assert Greeting.from_record(greeting.to_record(), federation=federation, chain_id=chain_id, node=node,
+                                challenge=challenge).address == member.address
+    impostor = Greeting.answer(cast.participant(1).account, federation, chain_id, node, challenge)
+    claimed = {**impostor.to_record(), "address": member.address}
+    with pytest.raises(MalformedMessage, match=f"claims to speak for {member.address} without its signature"):
+        Greeting.from_record(claimed, federation=federation, chain_id=chain_id, node=node, challenge=challenge)
+    for replayed in ({"node": node + 1, "challenge": challenge}, {"node": node, "challenge": b"\x08" * 16}):
+        with pytest.raises(MalformedMessage, match="without its signature"):
+            Greeting.from_record(greeting.to_record(), federation=federation, chain_id=chain_id, **replayed)
