@@ -286,6 +286,7 @@ def _quiet_frameworks() -> None:
     traceback); the run's progress lines are what a user needs: a participant's failure
     comes back in its reply and is shown there in one line, a ServerApp error is raised."""
     logging.getLogger("flwr").setLevel(logging.CRITICAL)
+    os.environ.setdefault("FLWR_LOG_LEVEL", "ERROR")  # the participants' processes (Ray actors) inherit it
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     warnings.filterwarnings("ignore", category=FutureWarning, module="ray")

@@ -52,23 +52,31 @@ class Event:
 
 
 def read_history(ledger: Ledger) -> list[Event]:
-    """All of the federation's events, oldest first."""
+    """All of the federation's events, oldest first (one scan of the chain's logs)."""
+    web3 = ledger.chain.web3
+    decoders = {}
+    for name in EVENTS:
+        event = getattr(ledger.contract.events, name)()
+        decoders[str(event.topic).lower()] = (name, event)
     events: list[Event] = []
     timestamps: dict[int, int] = {}
-    web3 = ledger.chain.web3
-    for name in EVENTS:
-        for log in getattr(ledger.contract.events, name)().get_logs(from_block=0):
-            block = int(log["blockNumber"])
-            if block not in timestamps:
-                timestamps[block] = int(web3.eth.get_block(block)["timestamp"])
-            events.append(Event(
-                name=name,
-                args=dict(log["args"]),
-                block_number=block,
-                log_index=int(log["logIndex"]),
-                timestamp=timestamps[block],
-                transaction="0x" + bytes(log["transactionHash"]).hex(),
-            ))
+    for log in web3.eth.get_logs({"address": ledger.address, "fromBlock": 0, "toBlock": "latest"}):
+        topics = log.get("topics") or []
+        decoder = decoders.get("0x" + bytes(topics[0]).hex()) if topics else None
+        if decoder is None:
+            continue
+        name, event = decoder
+        block = int(log["blockNumber"])
+        if block not in timestamps:
+            timestamps[block] = int(web3.eth.get_block(block)["timestamp"])
+        events.append(Event(
+            name=name,
+            args=dict(event.process_log(log)["args"]),
+            block_number=block,
+            log_index=int(log["logIndex"]),
+            timestamp=timestamps[block],
+            transaction="0x" + bytes(log["transactionHash"]).hex(),
+        ))
     events.sort(key=lambda event: (event.block_number, event.log_index))
     return events
 
