@@ -17,16 +17,22 @@ from omegaconf.errors import MissingMandatoryValue
 
 from clients.drills import parse_drills
 from clients.settings import training_settings
+from fl_chain.chain.federation import AGGREGATION_RULES
 from fl_chain.chain.operator import RpcSettings
 from fl_chain.errors import UsageError
 from fl_chain.storage.backends import BACKENDS as STORE_BACKENDS
 
-AGGREGATION_RULES = {"fedavg": 0, "fedprox": 1}
 CHAIN_BACKENDS = ("embedded", "anvil", "rpc")
 RUN_OWNED_CHAINS = ("embedded", "anvil")  # development chains a run starts for itself
 
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+# the largest values fl-chain accepts: a config (perhaps someone else's, re-run) cannot ask
+# for a run that never ends or a number the contract cannot hold
+LIMITS = {"seed": 2**32 - 1, "num_participants": 100_000, "rounds": 100_000, "num_validators": 100_000,
+          "quorum": 100_000, "attestation_threshold": 100_000, "committee_size": 100_000,
+          "round_duration": 30 * 86_400, "reply_timeout": 7 * 86_400, "max_examples": 2**64 - 1,
+          "max_update_norm": 1e300, "commit_grace": 30 * 86_400}
 
 
 def compose_experiment(overrides: Sequence[str] = ()) -> dict[str, Any]:
@@ -70,6 +76,9 @@ def validate(config: dict[str, Any]) -> None:
         fractional = key in ("fraction_train", "reply_timeout", "max_update_norm")
         if isinstance(config[key], bool) or not isinstance(config[key], (int, float) if fractional else int):
             raise UsageError(f"{key} must be {'a number' if fractional else 'an integer'}, got {config[key]!r}")
+    for key, most in LIMITS.items():
+        if config[key] > most:
+            raise UsageError(f"{key} {config[key]} is more than fl-chain runs ({most})")
     participants = config["num_participants"]
     checks = [
         (participants >= 1, f"num_participants must be at least 1, got {participants}"),
@@ -97,7 +106,10 @@ def validate(config: dict[str, Any]) -> None:
         (config["reply_timeout"] > 0, f"reply_timeout must be positive, got {config['reply_timeout']}"),
         (float(config["strategy"]["proximal_mu"]) >= 0,
          f"strategy.proximal_mu must be at least 0, got {config['strategy']['proximal_mu']}"),
-        (config.get("max_attempts", 1) >= 1, f"max_attempts must be at least 1, got {config.get('max_attempts')}"),
+        (isinstance(config.get("max_attempts", 1), int) and 1 <= config.get("max_attempts", 1) <= 100,
+         f"max_attempts must be an integer from 1 to 100, got {config.get('max_attempts')}"),
+        (isinstance(config["chain"].get("chain_id"), (int, type(None))) and 0 < (config["chain"].get("chain_id") or 1)
+         < 2**63, f"chain.chain_id must be a positive integer below 2**63, got {config['chain'].get('chain_id')!r}"),
         (config["strategy"]["name"] in AGGREGATION_RULES,
          f"unknown strategy {config['strategy']['name']!r}; choose one of {tuple(AGGREGATION_RULES)}"),
         (config["chain"]["backend"] in CHAIN_BACKENDS,

@@ -30,7 +30,7 @@ from aggregator.strategy import OnChainStrategy
 from clients.settings import RunSettings
 from fl_chain.chain import rpc
 from fl_chain.chain.accounts import unlock_keystore
-from fl_chain.chain.federation import experiment_of, task_hash
+from fl_chain.chain.federation import experiment_of, parameter_differences, parameters_for
 from fl_chain.chain.federation_file import GENESIS_MODEL_FILE, FederationFile
 from fl_chain.chain.ledger import Ledger
 from fl_chain.errors import UsageError
@@ -81,9 +81,10 @@ def run_deployment(grid: Grid, aggregator_file: Path, overrides: list[str], run_
     federation_file = FederationFile.read(setup.federation_file)
     chain = rpc.connect(setup.chain_url, expected_chain_id=federation_file.chain_id)
     ledger = federation_file.attach(chain)
-    if task_hash(config) != ledger.parameters().task_hash:
+    differences = parameter_differences(parameters_for(config), ledger.parameters())
+    if differences:
         raise UsageError(f"the overrides describe another experiment than federation {ledger.address} was deployed "
-                         "for (task hash differs): pass the overrides given to `flchain deploy`")
+                         f"for ({'; '.join(differences)}): pass the overrides given to `flchain deploy`")
     account = unlock_keystore(setup.keystore, password_file=setup.password_file)
     identity = Identity(account, read_key_file(setup.x25519_key).private_key)
     if ledger.aggregator() != identity.address:

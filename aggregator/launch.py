@@ -23,7 +23,7 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 from flwr.simulation import run_simulation
 
-from aggregator.config import AGGREGATION_RULES, RUN_OWNED_CHAINS, validate
+from aggregator.config import RUN_OWNED_CHAINS, validate
 from aggregator.drill import KillDrill
 from aggregator.strategy import OnChainStrategy
 from clients.app import app as client_app
@@ -37,7 +37,7 @@ from fl_chain.chain.anvil import AnvilNode
 from fl_chain.chain.bridge import RpcBridge
 from fl_chain.chain.chain import Chain
 from fl_chain.chain.embedded import EmbeddedChain
-from fl_chain.chain.federation import FederationParameters, experiment_of, task_hash
+from fl_chain.chain.federation import FederationParameters, experiment_of, parameter_differences, parameters_for
 from fl_chain.chain.federation_file import describe
 from fl_chain.chain.history import HISTORY_FILE, export_history
 from fl_chain.chain.ledger import Ledger
@@ -125,17 +125,7 @@ class Experiment:
                            keys_dir=str(keys_dir) if keys_dir else None)
 
     def parameters(self) -> FederationParameters:
-        return FederationParameters(
-            task_hash=task_hash(self.config),
-            aggregation_rule=AGGREGATION_RULES[self.config["strategy"]["name"]],
-            quorum=self.config["quorum"],
-            round_duration=self.config["round_duration"],
-            attestation_threshold=self.config["attestation_threshold"],
-            committee_size=self.config["committee_size"],
-            max_examples=self.config["max_examples"],
-            update_norm_bound=float(self.config["max_update_norm"]),
-            commit_grace=int(self.config["commit_grace"]),
-        )
+        return parameters_for(self.config)
 
     def example_caps(self) -> list[int]:
         """Each participant may claim at most its own training set's size (and the federation's maximum)."""
@@ -230,9 +220,10 @@ def resume_experiment(run_dir: Path, config: dict[str, Any], drive: Callable[[On
     consortium = SimulatedConsortium.load(run_dir / "keys")
     with serve_chain(config, run_dir, consortium.transacting_addresses, resume=True, confirm=confirm) as url:
         ledger = Ledger.attach(_connect(config, url), address)
-        if ledger.parameters().task_hash != task_hash(config):
+        differences = parameter_differences(parameters_for(config), ledger.parameters())
+        if differences:
             raise UsageError(f"federation {ledger.address} was deployed for another experiment than {run_dir}'s "
-                             "config.yaml describes (task hash differs)")
+                             f"config.yaml describes: {'; '.join(differences)}")
         runlog = RunLog(run_dir, resume=True)
         experiment.progress.note(f"fl-chain: resuming {run_dir} on federation {ledger.address} "
                                  f"({len(runlog.rounds)} of {config['rounds']} rounds recorded)")

@@ -25,6 +25,7 @@ from fl_chain.messages import Ticket
 from fl_chain.participant import Trained, TrainFn
 
 KINDS = ("crash", "hang", "nan")
+MAX_HANG = 86_400.0
 
 
 class DrillFailure(FlChainError):
@@ -53,8 +54,9 @@ class ParticipantDrill:
             raise UsageError(f"drill kind {drill.kind!r} is not one of {KINDS}")
         if not 0 <= drill.participant < num_participants or drill.round < 1 or drill.attempt < 1:
             raise UsageError(f"drill {dict(entry)} names no participant index, round or attempt of this run")
-        if drill.kind == "hang" and drill.seconds <= 0:
-            raise UsageError("a hang drill needs seconds > 0 (longer than reply_timeout to miss the round)")
+        if drill.kind == "hang" and not 0 < drill.seconds <= MAX_HANG:
+            raise UsageError(f"a hang drill needs seconds in (0, {MAX_HANG}] (longer than reply_timeout to miss the "
+                             "round)")
         return drill
 
 

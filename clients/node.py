@@ -21,10 +21,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from pathlib import Path
+from typing import Any
 
 from eth_utils import to_checksum_address
 
@@ -39,7 +40,7 @@ from clients.training import evaluate, train
 from fl_chain.chain import rpc
 from fl_chain.chain.accounts import KeystoreError, unlock_keystore
 from fl_chain.chain.commitment import SignedCommitment
-from fl_chain.chain.federation import Role, task_hash
+from fl_chain.chain.federation import Role, parameter_differences, parameters_for
 from fl_chain.chain.federation_file import FederationFile
 from fl_chain.chain.ledger import Ledger
 from fl_chain.consortium import SimulatedConsortium
@@ -82,6 +83,7 @@ class Node:
     ships_blobs: bool = False
     summarize: Callable[[], TableSummary] | None = None  # deployments: what this site shares of its table
     watcher: Callable[[Callable[[], Identity]], Callable[[SignedCommitment], None]] | None = None
+    answers: MutableMapping[tuple[int, int], dict[str, Any]] | None = None  # deployments: kept on disk
 
     @cached_property
     def identity(self) -> Identity:
@@ -97,8 +99,11 @@ class Node:
         if drills:
             train_fn = drilled(train_fn, drills)
         watch = self.watcher(lambda: self.identity) if self.watcher else None
-        return ParticipantRole(self.federation, lambda: self.identity, train_fn, _evaluate_fn(self.settings,
-                                                                                              self.load_data), watch)
+        role = ParticipantRole(self.federation, lambda: self.identity, train_fn,
+                               _evaluate_fn(self.settings, self.load_data), watch)
+        if self.answers is not None:
+            role.answered = self.answers
+        return role
 
 
 def is_deployed(node_config: Mapping[str, object]) -> bool:
@@ -117,13 +122,18 @@ def resolve_node(settings_json: str, node_config: Mapping[str, object]) -> Node:
 
 
 def check_settings(ledger: Ledger, settings: RunSettings) -> None:
-    """Refuses settings whose hash is not the federation's task hash: a participant trains
-    with what the consortium deployed, whatever the aggregator sends."""
-    expected, sent = ledger.parameters().task_hash, task_hash(settings.experiment)
-    if sent != expected:
+    """Refuses settings the federation was not deployed for: their hash must be the task
+    hash, and every bound the contract enforces (quorum, caps, norm bound, committee,
+    grace) the one they state. A participant trains with what the consortium deployed,
+    whatever the aggregator sends."""
+    try:
+        expected = parameters_for(settings.experiment)
+    except (KeyError, TypeError, ValueError) as error:
+        raise UsageError(f"the run settings the aggregator sent are incomplete ({error!r}): refused") from None
+    differences = parameter_differences(expected, ledger.parameters())
+    if differences:
         raise UsageError(f"the aggregator asks to train with settings the federation {ledger.address} was not "
-                         f"deployed for (their hash is 0x{sent.hex()[:16]}…, the chain's task hash 0x"
-                         f"{expected.hex()[:16]}…): refused before touching any data")
+                         f"deployed for ({'; '.join(differences)}): refused before touching any data")
 
 
 @lru_cache(maxsize=8)
@@ -193,8 +203,42 @@ def _deployed_node(settings_json: str, keys: tuple[tuple[str, str], ...]) -> Nod
     def watcher(identity: Callable[[], Identity]) -> Callable[[SignedCommitment], None]:
         return lambda signed: _watch_in_process(config, signed)
 
+    answers = AnswerFiles(Path(config["store-dir"]) / "answers" / ledger.address.lower())
     return Node(index, address, unlock, federation, settings, load_data, ships_blobs=True, summarize=summarize,
-                watcher=watcher)
+                watcher=watcher, answers=answers)
+
+
+class AnswerFiles(MutableMapping[tuple[int, int], dict[str, Any]]):
+    """A deployed site's answers by (round, attempt), one JSON file each: a ClientApp lives
+    for one message, so a repeated request is recognised from disk, not from memory."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def _path(self, key: tuple[int, int]) -> Path:
+        return self.directory / f"{int(key[0])}-{int(key[1])}.json"
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
+        try:
+            return read_json(self._path(key), "answer")
+        except UsageError:
+            raise KeyError(key) from None
+
+    def __setitem__(self, key: tuple[int, int], value: dict[str, Any]) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._path(key).write_text(json.dumps(value))
+
+    def __delitem__(self, key: tuple[int, int]) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        for path in sorted(self.directory.glob("*-*.json")) if self.directory.is_dir() else []:
+            round_text, _, attempt_text = path.stem.partition("-")
+            if round_text.isdigit() and attempt_text.isdigit():
+                yield int(round_text), int(attempt_text)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 def _agreed_preprocessing(federation: Federation, settings: RunSettings, address: str,

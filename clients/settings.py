@@ -18,6 +18,7 @@ from typing import Any
 
 from clients.data.dataset import FederatedDataset
 from fl_chain.errors import UsageError
+from fl_chain.jsonfiles import parse_json
 
 OPTIMIZERS = ("sgd", "adam")
 
@@ -38,12 +39,13 @@ class TrainingSettings:
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
             raise UsageError(f"unknown optimizer {self.optimizer!r}; choose one of {OPTIMIZERS}")
-        if self.epochs < 1 or self.batch_size < 1:
+        if not (1 <= self.epochs <= 10_000 and 1 <= self.batch_size <= 10_000_000):
             raise UsageError(
-                f"epochs and batch_size must be at least 1, got {self.epochs} and {self.batch_size}"
+                f"epochs must be from 1 to 10000 and batch_size from 1 to 10000000, got {self.epochs} and "
+                f"{self.batch_size}"
             )
-        if not self.learning_rate > 0:
-            raise UsageError(f"learning_rate must be positive, got {self.learning_rate}")
+        if not 0 < self.learning_rate < 1e6:
+            raise UsageError(f"learning_rate must be positive (and below 1e6), got {self.learning_rate}")
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,7 @@ class RunSettings:
     @classmethod
     def from_json(cls, text: str) -> RunSettings:
         try:
-            fields = json.loads(text)
+            fields = parse_json(text)
             return cls(**fields)
         except (ValueError, TypeError) as error:
             raise UsageError(f"the run settings sent with the request are malformed: {error}") from None
@@ -125,10 +127,10 @@ def _load_dataset(task_json: str, partition_json: str, num_participants: int, se
     from clients.data.partition import Partitioning
     from clients.data.tables import load_tables
 
-    task = json.loads(task_json)
+    task = parse_json(task_json)
     test_fraction = float(task.get("test_fraction", 0.2))
     if task["name"] in BUILTIN_TASKS:
-        partition = json.loads(partition_json)
+        partition = parse_json(partition_json)
         partitioning = Partitioning(
             scheme=partition["scheme"],
             alpha=float(partition.get("alpha", 0.5)),

@@ -11,7 +11,6 @@ the keystore's password only from its file, never from the command line.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from fl_chain.chain import rpc
 from fl_chain.chain.accounts import unlock_keystore
 from fl_chain.chain.federation_file import FederationFile
 from fl_chain.errors import FlChainError
+from fl_chain.jsonfiles import parse_json
 from fl_chain.messages import Receipt, Ticket, read_int
 from fl_chain.participant import commit_unless_relayed
 
@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument(option, required=True)
     args = parser.parse_args(argv)
     try:
-        record = json.loads(sys.stdin.read())
+        record = parse_json(sys.stdin.read())
         federation_file = FederationFile.read(Path(args.federation_file))
         ledger = federation_file.attach(rpc.connect(args.chain_url, expected_chain_id=federation_file.chain_id))
         account = unlock_keystore(Path(args.keystore), password_file=Path(args.password_file))

@@ -9,8 +9,9 @@ pragma solidity 0.8.37;
 /// @dev A content identifier (CIDv1, sha2-256) is carried as its 32-byte digest plus its
 /// multicodec (0x55 raw, 0x70 dag-pb). Sets of members are bitmaps over member indices.
 /// Every role may be malicious: a participant's weight is capped at admission, the
-/// aggregator must account for every commitment it saw, only validators admitted before a
-/// round opened (and drawn for its committee) attest it, and one dissent blocks acceptance.
+/// aggregator must account for every commitment it saw, only validators frozen when a
+/// round opened (and drawn for its committee) attest it, no member both aggregates and
+/// validates, and one dissent blocks acceptance.
 contract Federation {
     uint8 public constant ROLE_PARTICIPANT = 1;
     uint8 public constant ROLE_AGGREGATOR = 2;
@@ -167,6 +168,9 @@ contract Federation {
     mapping(uint256 => mapping(uint256 => uint256)) private committedBits;
     mapping(uint256 => mapping(uint256 => uint256)) private includedBits;
     mapping(uint256 => mapping(uint256 => uint256)) private committeeBits;
+    /// the validators frozen when an attempt opened (active, admitted before, not the
+    /// aggregator): only they can be drawn, and removing one later does not silence it
+    mapping(uint256 => mapping(uint256 => uint256)) private eligibleBits;
     /// when a member committed, if it was not through the aggregator's own relay
     mapping(uint256 => mapping(uint256 => uint64)) private selfCommitTime;
     mapping(uint256 => mapping(address => bool)) private attested;
@@ -207,6 +211,7 @@ contract Federation {
     error LacksRole(address member, uint8 role);
     error LengthMismatch();
     error WeakX25519Key(address member);
+    error RolesConflict(address member);
     error ExampleCapAboveMaximum(address member, uint64 cap, uint64 maximum);
     error UnexpectedRound(uint64 given, uint64 expected);
     error RoundInProgress(uint64 round, RoundStatus status);
@@ -310,6 +315,7 @@ contract Federation {
     /// Adding a removed member again reactivates it at its old index, so bitmaps stay valid.
     function _addMember(address member, bytes32 x25519, uint8 roles, uint64 cap) private {
         if (member == address(0) || roles == 0 || roles > 7) revert InvalidParameters();
+        if (roles & ROLE_AGGREGATOR != 0 && roles & ROLE_VALIDATOR != 0) revert RolesConflict(member);
         if (_weakX25519(x25519)) revert WeakX25519Key(member);
         uint64 exampleCap = cap == 0 ? maxExamples : cap;
         if (exampleCap > maxExamples) revert ExampleCapAboveMaximum(member, exampleCap, maxExamples);
@@ -370,6 +376,7 @@ contract Federation {
             globalDigest: bytes32(0),
             commitmentLog: bytes32(0)
         });
+        _freezeValidators(_session(round, attempt));
         emit RoundOpened(round, attempt, baseDigest, baseCodec, deadline);
     }
 
@@ -460,13 +467,13 @@ contract Federation {
     /// accept the round at the threshold, unless a committee member dissented first.
     function attest(uint64 round, bytes32 digest, uint32 codec) external {
         Member storage m = members[msg.sender];
-        if (!m.active || m.roles & ROLE_VALIDATOR == 0 || msg.sender == aggregator) revert NotValidator(msg.sender);
+        if (m.roles & ROLE_VALIDATOR == 0 || msg.sender == aggregator) revert NotValidator(msg.sender);
         Round storage rd = rounds[round];
         if (rd.status != RoundStatus.Finalized && rd.status != RoundStatus.Accepted) {
             revert RoundNotFinalized(round, rd.status);
         }
         uint256 session = _session(round, rd.attempt);
-        if (!_onCommittee(m, rd, session)) revert NotOnCommittee(round, msg.sender);
+        if (!_onCommittee(m, session)) revert NotOnCommittee(round, msg.sender);
         if (attested[session][msg.sender]) revert AlreadyAttested(round, msg.sender);
         attested[session][msg.sender] = true;
         bool agrees = digest == rd.globalDigest && codec == rd.globalCodec;
@@ -547,8 +554,8 @@ contract Federation {
         Round storage rd = rounds[round];
         if (rd.status != RoundStatus.Finalized && rd.status != RoundStatus.Accepted) return false;
         Member storage m = members[validator];
-        if (!m.active || m.roles & ROLE_VALIDATOR == 0 || validator == aggregator) return false;
-        return _onCommittee(m, rd, _session(round, rd.attempt));
+        if (m.roles & ROLE_VALIDATOR == 0 || validator == aggregator) return false;
+        return _onCommittee(m, _session(round, rd.attempt));
     }
 
     function hasAttested(uint64 round, address validator) external view returns (bool) {
@@ -656,7 +663,7 @@ contract Federation {
         uint256 drawn = 0;
         for (uint256 i = 0; i < validatorList.length; ++i) {
             address candidate = validatorList[i];
-            if (!_eligible(members[candidate], candidate, rd.openedBlock)) continue;
+            if (!_bit(eligibleBits[session], members[candidate].index)) continue;
             bytes32 score = keccak256(abi.encode(seed, candidate));
             if (drawn == committeeSize && score >= scores[drawn - 1]) continue;
             uint256 at = drawn < committeeSize ? drawn++ : drawn - 1;
@@ -677,13 +684,27 @@ contract Federation {
         }
     }
 
-    function _eligible(Member storage m, address candidate, uint64 openedBlock) private view returns (bool) {
-        return m.active && m.roles & ROLE_VALIDATOR != 0 && m.since < openedBlock && candidate != aggregator;
+    /// Records which validators the opening attempt may draw its committee from.
+    function _freezeValidators(uint256 session) private {
+        uint256[] memory words = new uint256[]((memberAddresses.length + 255) >> 8);
+        for (uint256 i = 0; i < validatorList.length; ++i) {
+            address candidate = validatorList[i];
+            Member storage m = members[candidate];
+            if (m.active && m.roles & ROLE_VALIDATOR != 0 && m.since < block.number && candidate != aggregator) {
+                words[m.index >> 8] |= uint256(1) << (m.index & 255);
+            }
+        }
+        for (uint256 w = 0; w < words.length; ++w) {
+            if (words[w] != 0) eligibleBits[session][w] = words[w];
+        }
     }
 
-    function _onCommittee(Member storage m, Round storage rd, uint256 session) private view returns (bool) {
-        if (committeeSize == 0) return m.since < rd.openedBlock;
-        return committeeBits[session][m.index >> 8] & (uint256(1) << (m.index & 255)) != 0;
+    function _onCommittee(Member storage m, uint256 session) private view returns (bool) {
+        return _bit(committeeSize == 0 ? eligibleBits[session] : committeeBits[session], m.index);
+    }
+
+    function _bit(mapping(uint256 => uint256) storage bits, uint32 index) private view returns (bool) {
+        return bits[index >> 8] & (uint256(1) << (index & 255)) != 0;
     }
 
     /// When a member's commitment reached the chain other than through the aggregator's relay.

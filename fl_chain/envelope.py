@@ -68,10 +68,12 @@ from fl_chain.errors import (
     UsageError,
     WrongChain,
     WrongFederation,
+    WrongRecipients,
     WrongRound,
     WrongSender,
 )
 from fl_chain.hashing import sha256_each
+from fl_chain.jsonfiles import parse_json
 
 FORMAT_VERSION = 1
 ENCODING = "safetensors"
@@ -83,6 +85,8 @@ NONCE_SIZE = 12
 TAG_SIZE = 16
 WRAPPED_KEY_SIZE = KEY_SIZE + TAG_SIZE
 MIN_RANDOMNESS = 32
+MAX_HEADER = 4096  # a header is a few hundred bytes of JSON
+MAX_RECIPIENTS = 4096  # the aggregator and the validators: each costs every opener a key agreement
 # AES-GCM in `cryptography` takes at most 2**31 - 1 bytes per call.
 MAX_PAYLOAD = 2**31 - 1 - TAG_SIZE
 
@@ -144,7 +148,7 @@ class UpdateHeader:
         """Parse a header; anything but the canonical bytes of valid fields is `InvalidHeader`,
         so one header has exactly one byte form."""
         try:
-            fields = json.loads(data.decode("utf-8"))
+            fields = parse_json(data.decode("utf-8"))
         except ValueError as exc:
             raise InvalidHeader(f"header is not UTF-8 JSON: {exc}") from exc
         if not isinstance(fields, dict):
@@ -170,6 +174,7 @@ class ExpectedUpdate:
     round: int
     sender: str
     schema_hash: str
+    recipients: frozenset[bytes] | None = None  # the round's recipients, when the caller knows them
 
     def __post_init__(self) -> None:
         for name in ("federation", "sender"):
@@ -267,6 +272,11 @@ def open_envelope(
     payload), decrypt, then check the tensors' schema and values.
     """
     envelope = _parse(blob)
+    if expected.recipients is not None and set(envelope.wrapped_keys) != expected.recipients:
+        raise WrongRecipients(
+            f"the update from {envelope.header.sender} is sealed for {len(envelope.wrapped_keys)} key(s), not for "
+            f"exactly the round's {len(expected.recipients)} recipients (the aggregator and its validators)"
+        )
     our_key = private_key.public_key().public_bytes_raw()
     wrapped_key = envelope.wrapped_keys.get(our_key)
     if wrapped_key is None:
@@ -353,7 +363,10 @@ def _parse(blob: bytes) -> _ParsedEnvelope:
         raise MalformedEnvelope(
             f"envelope version {version} is not supported (this build reads {ENVELOPE_VERSION})"
         )
-    header_bytes = bytes(reader.take(reader.integer(4, "header length"), "header"))
+    header_length = reader.integer(4, "header length")
+    if header_length > MAX_HEADER:
+        raise MalformedEnvelope(f"envelope header of {header_length} bytes is longer than any header ({MAX_HEADER})")
+    header_bytes = bytes(reader.take(header_length, "header"))
     try:
         header = UpdateHeader.from_bytes(header_bytes)
     except InvalidHeader as exc:
@@ -362,6 +375,8 @@ def _parse(blob: bytes) -> _ParsedEnvelope:
     count = reader.integer(2, "recipient count")
     if count == 0:
         raise MalformedEnvelope("envelope has no recipients")
+    if count > MAX_RECIPIENTS:
+        raise MalformedEnvelope(f"envelope lists {count} recipients, more than a federation seals for ({MAX_RECIPIENTS})")
     wrapped_keys: dict[bytes, bytes] = {}
     for index in range(count):
         key = bytes(reader.take(KEY_SIZE, f"recipient {index} key"))
@@ -399,8 +414,8 @@ def _recipient_keys(recipients: Sequence[bytes]) -> list[bytes]:
         raise UsageError("an update must be sealed for at least one recipient")
     if len(set(keys)) != len(keys):
         raise UsageError("a recipient key is listed twice")
-    if len(keys) > 0xFFFF:
-        raise UsageError(f"{len(keys)} recipients; an envelope holds at most {0xFFFF}")
+    if len(keys) > MAX_RECIPIENTS:
+        raise UsageError(f"{len(keys)} recipients; an envelope holds at most {MAX_RECIPIENTS}")
     for key in keys:
         if len(key) != KEY_SIZE:
             raise UsageError(

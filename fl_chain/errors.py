@@ -96,6 +96,11 @@ class NotARecipient(EnvelopeError):
     """The update was not sealed for this key, so this key cannot open it."""
 
 
+class WrongRecipients(EnvelopeError):
+    """The update was not sealed for exactly the round's recipients (the aggregator and the
+    validators frozen when it opened), so not everyone who must judge it could open it."""
+
+
 class WrongFederation(EnvelopeError):
     """The update was sealed for another federation contract."""
 

@@ -27,6 +27,7 @@ from eth_utils import is_address, to_checksum_address
 
 from fl_chain.chain.commitment import Commitment, SignedCommitment, recover_signer
 from fl_chain.errors import FlChainError, InvalidCid
+from fl_chain.jsonfiles import parse_json
 from fl_chain.storage.cid import Cid
 
 Record = Mapping[str, Any]
@@ -56,11 +57,18 @@ def read_int(record: Record, name: str, what: str, low: int = 0, high: int = MAX
     return value
 
 
+MAX_FIGURE = 1e15  # beyond any loss, accuracy, count or duration a participant could measure
+
+
 def read_float(record: Record, name: str, what: str) -> float:
     value = _field(record, name, what)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise MalformedMessage(f"{what}: {name} must be a finite number, got {_shown(value)}")
-    return float(value)
+    try:
+        number = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+    except OverflowError:  # an integer of hundreds of digits
+        number = math.nan
+    if not (math.isfinite(number) and abs(number) <= MAX_FIGURE):
+        raise MalformedMessage(f"{what}: {name} must be a finite number of at most {MAX_FIGURE:g}, got {_shown(value)}")
+    return number
 
 
 def read_text(record: Record, name: str, what: str, limit: int = 4096) -> str:
@@ -254,7 +262,7 @@ class Evaluation:
         metrics_field = record.get("metrics") if isinstance(record, Mapping) else None
         if isinstance(metrics_field, str):
             try:
-                metrics_field = json.loads(metrics_field)
+                metrics_field = parse_json(metrics_field) if len(metrics_field) <= 4096 else None
             except ValueError:
                 metrics_field = None
         if not isinstance(metrics_field, dict) or not metrics_field or len(metrics_field) > 32:

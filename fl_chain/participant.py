@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,10 +72,16 @@ class ParticipantRole:
     train_fn: TrainFn
     evaluate_fn: EvaluateFn
     watch: Watcher | None = None
+    # what it answered for each (round, attempt): asked again (a flood, or a retry), it
+    # answers the same without training, storing or watching again (a deployed site keeps
+    # it on disk: its ClientApp lives for one message)
+    answered: MutableMapping[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
 
     def train(self, payload: Mapping[str, Any]) -> dict[str, Any]:
         """Fetch the announced model (checked against the chain), train, seal, store, sign."""
         ticket = Ticket.from_record(payload)
+        if (ticket.round, ticket.attempt) in self.answered:
+            return self.answered[(ticket.round, ticket.attempt)]
         stopwatch = Stopwatch()
         with stopwatch("fetch"):
             base = protocol.fetch_global_model(self.federation, ticket)
@@ -88,7 +94,11 @@ class ParticipantRole:
         size = self.federation.store.declared_size(signed.commitment.cid)
         metrics = {**trained.metrics, "examples": float(trained.examples), "bytes": float(size),
                    **{f"seconds_{stage}": seconds for stage, seconds in stopwatch.seconds.items()}}
-        return {"receipt": Receipt(signed).to_record(), "metrics": metrics}
+        records = {"receipt": Receipt(signed).to_record(), "metrics": metrics}
+        for earlier in [key for key in self.answered if key[0] < ticket.round]:
+            del self.answered[earlier]
+        self.answered[(ticket.round, ticket.attempt)] = records
+        return records
 
     def attest(self, payload: Mapping[str, Any]) -> dict[str, Any]:
         """Judge the chain's finalized attempt with this validator's own key and attest what it finds."""
@@ -109,7 +119,8 @@ class ParticipantRole:
         finalized = self.federation.ledger.round(round_number).global_model
         if announced != finalized:
             raise ProtocolError(f"asked to evaluate {announced}, but round {round_number} finalized {finalized}")
-        evaluated = self.evaluate_fn(protocol.load_model(self.federation.store, announced))
+        base = protocol.load_model(self.federation.store, self.federation.ledger.round(round_number).base)
+        evaluated = self.evaluate_fn(protocol.load_model(self.federation.store, announced, protocol.model_cap(base)))
         evaluation = Evaluation.sign(self.identity().account, self.federation.address, self.federation.chain_id,
                                      round_number, announced, evaluated.metrics, evaluated.examples)
         return {"evaluation": evaluation.to_record(),

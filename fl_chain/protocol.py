@@ -57,6 +57,7 @@ from fl_chain.errors import (
     UsageError,
     WrongChain,
     WrongFederation,
+    WrongRecipients,
     WrongRound,
     WrongSender,
 )
@@ -146,22 +147,37 @@ class CollectedUpdates:
 # A global model's blob may be a little larger than its base (metadata) and an update's is
 # its tensors plus the envelope; anything far beyond that is refused before it is read.
 BLOB_SLACK = 8 << 20
+# A model read with no base to size it by (the genesis model, a base already accepted)
+MAX_MODEL_BYTES = 1 << 30
 
 
 @dataclass(frozen=True)
 class UpdateRules:
     """What every update of a round must be, from the chain: the base model's tensor schema,
-    within `norm_bound` (L2, float64) of the base model, and at most `max_blob` bytes."""
+    within `norm_bound` (L2, float64) of the base model, at most `max_blob` bytes, and
+    sealed for exactly the round's `recipients` (so that whoever must judge it can)."""
 
     base: Mapping[str, np.ndarray]
     schema: str
     norm_bound: float
     max_blob: int
+    recipients: frozenset[bytes]
 
     @classmethod
-    def of(cls, federation: Federation, base: Mapping[str, np.ndarray]) -> UpdateRules:
-        size = sum(np.asarray(tensor).nbytes for tensor in base.values())
-        return cls(base, schema_hash(base), federation.ledger.parameters().update_norm_bound, 2 * size + BLOB_SLACK)
+    def of(cls, base: Mapping[str, np.ndarray], norm_bound: float, recipients: Iterable[bytes]) -> UpdateRules:
+        return cls(base, schema_hash(base), norm_bound, model_cap(base), frozenset(recipients))
+
+    @classmethod
+    def for_round(cls, federation: Federation, base: Cid, opened_block: int) -> UpdateRules:
+        """The rules of the attempt opened at `opened_block` on `base`, as every party reads them."""
+        return cls.of(load_model(federation.store, base), federation.ledger.parameters().update_norm_bound,
+                      update_recipients(federation, opened_block))
+
+
+def model_cap(base: Mapping[str, np.ndarray]) -> int:
+    """The most bytes a blob derived from `base` (an update of it, or the next global model)
+    may take: anything larger is refused before it is read."""
+    return 2 * sum(np.asarray(tensor).nbytes for tensor in base.values()) + BLOB_SLACK
 
 
 def distance(update: Tensors, base: Tensors) -> float:
@@ -196,14 +212,11 @@ def publish_genesis_model(store: ContentStore, tensors: Tensors) -> Cid:
     return cid
 
 
-def load_model(store: ContentStore, cid: Cid) -> dict[str, np.ndarray]:
-    """A model by CID; the store verifies the bytes against the CID."""
-    tensors, _ = decode_model(store.get(cid))
+def load_model(store: ContentStore, cid: Cid, max_size: int = MAX_MODEL_BYTES) -> dict[str, np.ndarray]:
+    """A model by CID; the store verifies the bytes against the CID and refuses one that
+    declares more than `max_size` bytes before reading it."""
+    tensors, _ = decode_model(store.get(cid, max_size=max_size))
     return tensors
-
-
-def model_rules(federation: Federation, base: Cid) -> UpdateRules:
-    return UpdateRules.of(federation, load_model(federation.store, base))
 
 
 # ---------------------------------------------------------------- 1. open
@@ -234,14 +247,15 @@ def fetch_global_model(federation: Federation, ticket: Ticket) -> dict[str, np.n
 
 
 def update_recipients(federation: Federation, opened_block: int | None = None) -> list[bytes]:
-    """X25519 keys that may open updates: the current aggregator's and every validator's
-    (with `opened_block`, only validators admitted before the round opened: the others
-    cannot attest it, so they need not read it). A key nobody can seal for (a point of
-    small order) is skipped: one bad member card must not stop everyone from sealing."""
-    aggregator = federation.ledger.aggregator()
+    """X25519 keys that may open updates: the aggregator's and every validator's. With
+    `opened_block`, as the chain stood when the round opened (the validators frozen then
+    are the only ones that can attest it), so every party computes the same set whatever
+    the admin changes mid-round. A key nobody can seal for (a point of small order) is
+    skipped: one bad member card must not stop everyone from sealing."""
+    aggregator = federation.ledger.aggregator(opened_block)
     keys = {
         member.x25519
-        for member in federation.ledger.members()
+        for member in federation.ledger.members(opened_block)
         if member.active and (member.address == aggregator or (
             Role.VALIDATOR in member.roles and (opened_block is None or member.since < opened_block)))
     }
@@ -346,6 +360,7 @@ def open_update(
         round=record.round,
         sender=record.participant,
         schema_hash=rules.schema,
+        recipients=rules.recipients,
     )
     try:
         with timed(stopwatch, "fetch_updates"):
@@ -393,6 +408,7 @@ _EXCLUSION_CODES: tuple[tuple[type[FlChainError], ExclusionReason], ...] = (
     (StoreError, ExclusionReason.UNAVAILABLE),
     (TamperedEnvelope, ExclusionReason.UNDECRYPTABLE),  # also MalformedEnvelope: truncated, not an envelope
     (NotARecipient, ExclusionReason.UNDECRYPTABLE),
+    (WrongRecipients, ExclusionReason.UNDECRYPTABLE),
     (WrongFederation, ExclusionReason.WRONG_HEADER),
     (WrongChain, ExclusionReason.WRONG_HEADER),
     (WrongRound, ExclusionReason.WRONG_HEADER),
@@ -481,7 +497,7 @@ def judge(federation: Federation, validator: Identity, round_number: int,
     records = federation.ledger.commitments(round_number)
     exclusions = dict(federation.ledger.exclusions(round_number))
     included = set(federation.ledger.included(round_number))
-    rules = model_rules(federation, state.base)
+    rules = UpdateRules.for_round(federation, state.base, state.opened_block)
     disputes: list[str] = []
     valid: list[WeightedUpdate] = []
     last_accounted = max((i for i, r in enumerate(records) if exclusions.get(r.participant) != ExclusionReason.LATE),

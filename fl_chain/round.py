@@ -216,7 +216,7 @@ class RoundCoordinator:
         chain. What it read is accounted for; a commitment landing after the read is the
         contract's to exclude as late, so this always converges."""
         round_number = ticket.round
-        rules = protocol.model_rules(self.federation, ticket.base)
+        rules = protocol.UpdateRules.for_round(self.federation, ticket.base, self.ledger.round(round_number).opened_block)
         self.progress.stage(round_number, "collecting updates by their on-chain CIDs")
         with stopwatch("collect"):
             collected = protocol.collect(self.federation, self.aggregator.x25519_private, round_number, rules,

@@ -44,6 +44,7 @@ def open_run_dir(path: Path, needs: Sequence[str] = ("config.yaml",)) -> Path:
 
 
 MAX_CONFIG_BYTES = 1 << 20
+MAX_CONFIG_DEPTH = 16
 
 
 class _PlainLoader(yaml.SafeLoader):
@@ -62,21 +63,31 @@ def read_run_config(run_dir: Path) -> dict[str, Any]:
         if path.stat().st_size > MAX_CONFIG_BYTES:
             raise UsageError(f"{path} is {path.stat().st_size} bytes, more than a run config ({MAX_CONFIG_BYTES})")
         config = yaml.load(path.read_text(encoding="utf-8"), Loader=_PlainLoader)  # noqa: S506 - a safe loader
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
-        raise UsageError(f"{path} is not a readable config: {printable(' '.join(str(error).split()))}") from None
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError, yaml.YAMLError) as error:
+        reason = "it nests too deeply" if isinstance(error, RecursionError) else " ".join(str(error).split())
+        raise UsageError(f"{path} is not a readable config: {printable(reason)}") from None
     if not isinstance(config, dict):
         raise UsageError(f"{path} is not a config mapping")
-    _refuse_interpolations(config, path, "")
+    _check_plain(config, path, "", 0)
     return config
 
 
-def _refuse_interpolations(node: Any, path: Path, key: str) -> None:
+def _check_plain(node: Any, path: Path, key: str, depth: int) -> None:
+    """Only what a config holds: mappings with text keys, lists, text, numbers, booleans,
+    nulls, a few levels deep; no interpolation, no YAML type of another kind."""
+    if depth > MAX_CONFIG_DEPTH:
+        raise UsageError(f"{path}: {key} nests more than {MAX_CONFIG_DEPTH} levels: not a run config")
     if isinstance(node, dict):
         for name, child in node.items():
-            _refuse_interpolations(child, path, f"{key}.{name}" if key else str(name))
+            if not isinstance(name, str):
+                raise UsageError(f"{path}: {printable(key or 'the top level')} has a key {printable(name)!r} that is "
+                                 "not text")
+            _check_plain(child, path, f"{key}.{name}" if key else name, depth + 1)
     elif isinstance(node, list):
         for index, child in enumerate(node):
-            _refuse_interpolations(child, path, f"{key}[{index}]")
+            _check_plain(child, path, f"{key}[{index}]", depth + 1)
     elif isinstance(node, str) and "${" in node:
         raise UsageError(f"{path}: {key} holds an interpolation ({printable(node)}); a run's files are read as "
                          "data and never resolved: refused")
+    elif not isinstance(node, (str, int, float, bool, type(None))):
+        raise UsageError(f"{path}: {key} holds a {type(node).__name__}, which no run config has")

@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fl_chain.errors import UsageError, printable
+from fl_chain.jsonfiles import parse_json
 from fl_chain.messages import Evaluation
 
 EVALUATIONS_FILE = "evaluations.jsonl"
@@ -61,7 +63,7 @@ class RunLog:
         self._rounds = self.run_dir / "rounds.jsonl"
         self._evaluations = self.run_dir / EVALUATIONS_FILE
         if resume and self._metrics.is_file():
-            self.rounds = [RoundSummary(**json.loads(line)) for line in self._read_rounds()]
+            self.rounds = [self._summary(number, line) for number, line in enumerate(self._read_rounds(), start=1)]
             return
         self.rounds = []
         self._rounds.write_text("")
@@ -79,6 +81,12 @@ class RunLog:
         with open(self._rounds, "a") as handle:
             handle.write(json.dumps(asdict(summary)) + "\n")
 
+    def _summary(self, number: int, line: str) -> RoundSummary:
+        try:
+            return RoundSummary(**parse_json(line))
+        except (TypeError, ValueError) as error:
+            raise UsageError(f"{self._rounds} line {number} is not a round summary: {printable(error)}") from None
+
     def evaluations(self, evaluations: Sequence[Evaluation]) -> None:
         """Appends a round's signed evaluations, in participant address order."""
         with open(self._evaluations, "a") as handle:
@@ -93,7 +101,7 @@ class RunLog:
         complete = []
         for line in lines:
             try:
-                json.loads(line)
+                parse_json(line)
             except json.JSONDecodeError:
                 break
             complete.append(line)

@@ -112,7 +112,7 @@ def run_round(federation: Federation, consortium: Consortium, faults: dict[int, 
         trained = {name: value + np.float32(0.1 * (i + 1)) for name, value in base.items()}
         receipts.append(faults.get(i, honest)(federation, participant, ticket, trained, 10 * (i + 1)))
     outcome = protocol.relay(federation, consortium.aggregator, receipts)
-    rules = protocol.UpdateRules.of(federation, base)
+    rules = protocol.UpdateRules.for_round(federation, ticket.base, federation.ledger.round(ticket.round).opened_block)
     collected = verdicts(protocol.collect(federation, consortium.aggregator.x25519_private, 1, rules, retries=QUICK))
     _, global_model = protocol.aggregate(federation, 1, collected)
     protocol.finalize(federation, consortium.aggregator, 1, global_model, collected)

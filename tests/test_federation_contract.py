@@ -352,17 +352,36 @@ def test_only_validators_admitted_before_the_round_opened_attest_it(ledger: Ledg
     assert all(ledger.is_on_committee(1, v.address) for v in consortium.validators)
 
 
-def test_the_aggregator_cannot_attest_its_own_round(chain: Chain, consortium: Consortium) -> None:
+def test_no_member_both_aggregates_and_validates(chain: Chain, consortium: Consortium) -> None:
+    """Else an aggregator appointed mid-round, or switched back after finalizing, could
+    attest its own work (the contract also refuses the current aggregator as attester)."""
     ledger = deploy_federation(chain, consortium)
-    admin, aggregator = consortium.admin.account, consortium.aggregator
-    ledger.remove_member(admin, aggregator.address)
-    ledger.add_members(admin, [(aggregator.address, aggregator.x25519_public, Role.AGGREGATOR | Role.VALIDATOR)])
-    ledger.set_aggregator(admin, aggregator.address)
-    ledger.open_round(aggregator.account, 1, genesis_cid())
-    ledger.relay(aggregator.account, sign_all(ledger, consortium, 1, 1, 3))
-    ledger.finalize(aggregator.account, 1, update_cid("g"), [p.address for p in consortium.participants[:3]])
-    with pytest.raises(TransactionReverted, match="or is the aggregator"):
-        ledger.attest(aggregator.account, 1, update_cid("g"))
+    admin, newcomer = consortium.admin.account, consortium.outsider
+    with pytest.raises(TransactionReverted, match="cannot be both the aggregator and a validator") as caught:
+        ledger.add_members(admin, [(newcomer.address, newcomer.x25519_public, Role.AGGREGATOR | Role.VALIDATOR)])
+    assert caught.value.error == "RolesConflict"
+    ledger.open_round(consortium.aggregator.account, 1, genesis_cid())
+    ledger.relay(consortium.aggregator.account, sign_all(ledger, consortium, 1, 1, 3))
+    ledger.finalize(consortium.aggregator.account, 1, update_cid("g"), [p.address for p in consortium.participants[:3]])
+    with pytest.raises(TransactionReverted, match="is not a member with the validator role"):
+        ledger.attest(consortium.aggregator.account, 1, update_cid("g"))
+
+
+def test_a_validator_removed_mid_round_still_attests_it(chain: Chain, consortium: Consortium) -> None:
+    """The committee is frozen when the round opens: an admin cannot silence a dissent by
+    removing the validator (nor add one that agrees)."""
+    ledger = deploy_federation(chain, consortium)
+    aggregator, admin = consortium.aggregator.account, consortium.admin.account
+    ledger.open_round(aggregator, 1, genesis_cid())
+    honest = consortium.validators[0]
+    ledger.remove_member(admin, honest.address)
+    ledger.relay(aggregator, sign_all(ledger, consortium, 1, 1, 3))
+    ledger.finalize(aggregator, 1, update_cid("g"), [p.address for p in consortium.participants[:3]])
+    assert ledger.is_on_committee(1, honest.address)
+    ledger.attest(honest.account, 1, update_cid("what the honest validator computed"))
+    for colluder in consortium.validators[1:]:
+        ledger.attest(colluder.account, 1, update_cid("g"))
+    assert (ledger.round(1).status, ledger.round(1).dissents) == (RoundStatus.FINALIZED, 1)
 
 
 def test_a_committee_is_drawn_from_the_chain_and_only_it_attests(chain: Chain, consortium: Consortium) -> None:
@@ -493,7 +512,7 @@ def test_admin_replaces_the_aggregator(ledger: Ledger, consortium: Consortium) -
     with pytest.raises(TransactionReverted, match="lacks the aggregator role"):
         ledger.set_aggregator(admin, successor.address)
     ledger.remove_member(admin, successor.address)
-    ledger.add_members(admin, [(successor.address, successor.x25519_public, Role.AGGREGATOR | Role.VALIDATOR)])
+    ledger.add_members(admin, [(successor.address, successor.x25519_public, Role.AGGREGATOR)])
     ledger.set_aggregator(admin, successor.address)
     assert ledger.aggregator() == successor.address
     with pytest.raises(TransactionReverted, match="current aggregator"):

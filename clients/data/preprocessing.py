@@ -23,6 +23,7 @@ from eth_account.signers.local import LocalAccount
 
 from clients.data.normalization import FeatureStatistics, Standardization
 from fl_chain.errors import DataError
+from fl_chain.jsonfiles import parse_json
 from fl_chain.messages import MalformedMessage, read_hex, read_text, sign_text, signed_text, signer_of
 from fl_chain.protocol import ProtocolError
 
@@ -50,7 +51,7 @@ class TableSummary:
     def from_json(cls, text: str, sender: str) -> TableSummary:
         """A summary as `sender` sent it; a malformed one is refused, naming the sender."""
         try:
-            document = json.loads(text)
+            document = parse_json(text)
             names, labels = tuple(str(name) for name in document["feature_names"]), tuple(document["labels"])
             statistics = FeatureStatistics(*(np.asarray(document[key], dtype=np.float64)
                                              for key in ("count", "total", "total_squares")))
@@ -58,12 +59,38 @@ class TableSummary:
             raise ProtocolError(f"participant {sender} sent a malformed data summary ({error})") from None
         if any(values.shape != (len(names),) for values in vars(statistics).values()):
             raise ProtocolError(f"participant {sender} sent statistics that do not match its {len(names)} features")
+        problem = _implausible(names, labels, statistics)
+        if problem:
+            raise ProtocolError(f"participant {sender} sent a data summary no table has: {problem}")
         return cls(names, labels, statistics)
 
     def in_order(self, names: tuple[str, ...]) -> FeatureStatistics:
         """Its statistics with the features in the order of `names` (the same set)."""
         position = [self.feature_names.index(name) for name in names]
         return FeatureStatistics(*(values[position] for values in vars(self.statistics).values()))
+
+
+MAX_FEATURES = 10_000
+MAX_LABELS = 1_000
+MAX_ROWS = 10**9
+
+
+def _implausible(names: tuple[str, ...], labels: tuple[Label, ...], statistics: FeatureStatistics) -> str | None:
+    """Why a summary cannot describe a real table (it would poison every site's scaling), or None."""
+    count, total, squares = statistics.count, statistics.total, statistics.total_squares
+    if not 0 < len(names) <= MAX_FEATURES or len(set(names)) != len(names):
+        return f"{len(names)} feature names, or a name twice"
+    if not 0 < len(labels) <= MAX_LABELS or not all(
+            isinstance(label, (int, str)) and not isinstance(label, bool) and len(str(label)) <= 200
+            for label in labels):
+        return f"{len(labels)} label values, or one that is not a short number or text"
+    if not all(np.isfinite(values).all() for values in (count, total, squares)):
+        return "statistics that are not finite"
+    if not ((count >= 1) & (count <= MAX_ROWS) & (count == np.round(count))).all():
+        return "a feature counted a fractional, negative or impossible number of times"
+    if ((squares < 0) | (squares * count < total**2 * (1 - 1e-9) - 1e-9)).any():
+        return "a sum of squares smaller than its sum allows (a negative variance)"
+    return None
 
 
 @dataclass(frozen=True)

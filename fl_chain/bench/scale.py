@@ -266,7 +266,7 @@ def measure_round(participants: int, validators: int, directory: Path, say: Prog
     with stages("relay"):
         outcome = protocol.relay(federation, consortium.aggregator, receipts)
     with stages("collect"):
-        rules = protocol.UpdateRules.of(federation, base)
+        rules = protocol.UpdateRules.for_round(federation, ticket.base, federation.ledger.round(ROUND).opened_block)
         collected = protocol.collect(federation, consortium.aggregator.x25519_private, ROUND, rules)
     with stages("aggregate"):
         _, global_model = protocol.aggregate(federation, ROUND, collected)

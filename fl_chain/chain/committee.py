@@ -1,7 +1,8 @@
 """The attestation committee of a finalized attempt, drawn exactly as the contract draws it.
 
-The contract ranks every eligible validator (active, admitted before the round opened,
-not the aggregator) by keccak256(abi.encode(seed, address)) with
+The contract freezes, when an attempt opens, the validators it may draw from (active,
+admitted in an earlier block, not the aggregator); at finalize it ranks them by
+keccak256(abi.encode(seed, address)) with
 seed = keccak256(abi.encode(chainid, federation, round, attempt, commitmentLog)), and
 takes the `committee_size` smallest; with size 0 every eligible validator attests. The
 seed depends on nothing but the chain's own record, so a verifier re-draws the committee

@@ -21,16 +21,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import rlp
 from eth.chains.base import MiningChain
 from eth.consensus.applier import ConsensusApplier
 from eth.consensus.noproof import NoProofConsensus
 from eth.db.atomic import AtomicDB
 from eth.vm.forks import PragueVM
 from eth.vm.spoof import SpoofTransaction
+from eth_account.typed_transactions import TypedTransaction
 from eth_tester import EthereumTester
 from eth_tester.backends.pyevm.main import PyEVMBackend
 from eth_tester.exceptions import TransactionFailed
 from eth_utils import keccak, to_canonical_address, to_checksum_address
+from hexbytes import HexBytes
 from web3 import Web3
 from web3.providers.eth_tester import EthereumTesterProvider
 from web3.providers.eth_tester.defaults import API_ENDPOINTS
@@ -332,9 +335,43 @@ class EmbeddedChain:
                     return
 
 
-def replay_journal(directory: Path) -> tuple[EmbeddedChain, list[BlockMismatch]]:
-    """Re-executes a journal on a fresh EVM; returns that chain and any mismatch found."""
+# What verify re-executes of a run's records by default (the embedded EVM runs about 5M
+# gas a second; the default run's ten rounds spend about 20M)
+REPLAY_GAS_BUDGET = 2_000_000_000
+
+
+def transaction_gas(raw: str) -> int:
+    """The gas a signed transaction may spend (typed or legacy), or 0 if it does not decode."""
+    try:
+        data = HexBytes(raw)
+        if data and data[0] < 0x7F:
+            return int(TypedTransaction.from_bytes(data).as_dict()["gas"])
+        return int.from_bytes(rlp.decode(data)[2], "big")
+    except Exception:  # noqa: BLE001 - the EVM refuses an undecodable transaction anyway
+        return 0
+
+
+def check_replay_budget(blocks: list[tuple[str, ...]], where: Path, budget: int | None) -> None:
+    """Refuses records whose transactions may spend more gas than `budget` (None: any)."""
+    total = sum(transaction_gas(raw) for transactions in blocks for raw in transactions)
+    if budget is not None and total > budget:
+        raise JournalError(f"the transactions in {where} may spend {total:,} gas, more than this re-execution "
+                           f"allows ({budget:,}; verify --gas-budget raises it): refused")
+
+
+def replay_journal(directory: Path, gas_budget: int | None = None) -> tuple[EmbeddedChain, list[BlockMismatch]]:
+    """Re-executes a journal on a fresh EVM; returns that chain and any mismatch found.
+
+    Only a genesis as `EmbeddedChain.create` makes it is accepted (its block gas limit and
+    time), and only records whose gas fits `gas_budget` (verify sets one: a few hundred
+    bytes of someone's journal could otherwise ask for endless loops)."""
     journal = BlockJournal(directory)
-    chain = EmbeddedChain(journal.genesis(), None)
-    mismatches = list(chain._reexecute(journal.blocks()))
+    genesis = journal.genesis()
+    if (genesis.gas_limit, genesis.timestamp) != (GAS_LIMIT, GENESIS_TIMESTAMP):
+        raise JournalError(f"the genesis in {directory} has gas limit {genesis.gas_limit} and time "
+                           f"{genesis.timestamp}, not an embedded chain's ({GAS_LIMIT}, {GENESIS_TIMESTAMP})")
+    records = list(journal.blocks())
+    check_replay_budget([record.transactions for record in records], directory, gas_budget)
+    chain = EmbeddedChain(genesis, None)
+    mismatches = list(chain._reexecute(iter(records)))
     return chain, mismatches

@@ -234,6 +234,9 @@ def explain_revert(revert: Revert) -> str:
             f"{a['validator']} is not on the committee drawn to attest round {a['round']} "
             "(validators admitted after a round opened do not attest it)"
         ),
+        "RolesConflict": lambda: (
+            f"{a['member']} cannot be both the aggregator and a validator: a validator checks the aggregator's work"
+        ),
         "WeakX25519Key": lambda: (
             f"the X25519 key of {a['member']} is a point of small order: nobody could seal updates for it"
         ),
@@ -304,6 +307,37 @@ def experiment_of(config: Mapping[str, Any]) -> dict[str, Any]:
     """What a config says is trained and how (task, data split, strategy, privacy, seed,
     quorum, drills...), without where it runs and who pays (chain, store)."""
     return {key: value for key, value in config.items() if key not in WHERE_NOT_WHAT}
+
+
+AGGREGATION_RULES = {"fedavg": 0, "fedprox": 1}  # the rule code the contract stores for each strategy
+
+
+def parameters_for(config: Mapping[str, Any]) -> FederationParameters:
+    """The parameters a federation for this experiment must have: what `flchain run` and
+    `flchain deploy` deploy, and what participants and `verify` check the chain against
+    (a task hash alone would let a deployer loosen the bounds the contract enforces)."""
+    return FederationParameters(
+        task_hash=task_hash(config),
+        aggregation_rule=AGGREGATION_RULES[config["strategy"]["name"]],
+        quorum=int(config["quorum"]),
+        round_duration=int(config["round_duration"]),
+        attestation_threshold=int(config["attestation_threshold"]),
+        committee_size=int(config["committee_size"]),
+        max_examples=int(config["max_examples"]),
+        update_norm_bound=float(config["max_update_norm"]),
+        commit_grace=int(config["commit_grace"]),
+    )
+
+
+def parameter_differences(expected: FederationParameters, found: FederationParameters) -> list[str]:
+    """Each parameter in which `found` (the chain's) differs from `expected`, in words."""
+    differences = []
+    for name in FederationParameters.__dataclass_fields__:
+        want, have = getattr(expected, name), getattr(found, name)
+        if want != have:
+            show = (lambda value: "0x" + value.hex()[:16] + "…") if isinstance(want, bytes) else repr
+            differences.append(f"{name} {show(have)} on chain, {show(want)} in the experiment")
+    return differences
 
 
 def task_hash(config: Mapping[str, Any]) -> bytes:

@@ -23,10 +23,18 @@ from typing import Any
 from eth_account import Account
 from web3 import Web3
 
-from fl_chain.chain.embedded import DEV_BALANCE, GAS_LIMIT, GENESIS_TIMESTAMP, READER, EmbeddedChain
+from fl_chain.chain.embedded import (
+    DEV_BALANCE,
+    GAS_LIMIT,
+    GENESIS_TIMESTAMP,
+    READER,
+    EmbeddedChain,
+    check_replay_budget,
+)
 from fl_chain.chain.journal import BlockRecord, Genesis
 from fl_chain.chain.ledger import Ledger
 from fl_chain.errors import ChainError
+from fl_chain.jsonfiles import parse_json
 
 EVENTS = (
     "FederationCreated", "AdminChanged", "MemberAdded", "MemberRemoved", "AggregatorChanged",
@@ -115,9 +123,15 @@ class Replayed:
     unsigned: tuple[str, ...]
 
 
-def replay_history(path: Path) -> Replayed:
-    """Re-executes an exported history on a fresh EVM whose genesis funds every signer."""
+def replay_history(path: Path, gas_budget: int | None = None) -> Replayed:
+    """Re-executes an exported history on a fresh EVM whose genesis funds every signer
+    (refused if its transactions may spend more than `gas_budget`)."""
     chain_id, blocks = _read(path)
+    blocks = list(blocks)
+    try:
+        check_replay_budget([tuple(transactions) for _, _, transactions in blocks], path, gas_budget)
+    except ChainError as error:
+        raise HistoryError(str(error)) from None
     unsigned: list[str] = []
     signed_blocks: list[tuple[int, int, list[str]]] = []
     senders: set[str] = set()
@@ -154,13 +168,13 @@ def _signer(raw: str) -> str | None:
 def _read(path: Path) -> tuple[int, Iterator[tuple[int, int, list[str]]]]:
     try:
         lines = Path(path).read_text().splitlines()
-        header = json.loads(lines[0])
+        header = parse_json(lines[0])
         if not isinstance(header, dict) or header.get("format") != HISTORY_FORMAT:
             raise ValueError(f"it is not {HISTORY_FORMAT}")
         chain_id = header["chain_id"]
         if isinstance(chain_id, bool) or not isinstance(chain_id, int) or chain_id < 1:
             raise ValueError(f"chain id {chain_id!r}")
-        blocks = [json.loads(line) for line in lines[1:]]
+        blocks = [parse_json(line) for line in lines[1:]]
         parsed = []
         for expected, block in enumerate(blocks, start=1):
             number, timestamp, transactions = block["number"], block["timestamp"], block["transactions"]

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from fl_chain.errors import ChainError
+from fl_chain.jsonfiles import parse_json
 
 JOURNAL_FORMAT = 1
 GENESIS_FILE = "genesis.json"
@@ -66,7 +67,7 @@ class BlockJournal:
         if not path.is_file():
             raise JournalError(f"no chain journal in {self.directory} ({GENESIS_FILE} is missing)")
         try:
-            data = json.loads(path.read_text())
+            data = parse_json(path.read_text())
             genesis = Genesis(**data)
         except (ValueError, TypeError) as error:
             raise JournalError(f"{path} is not a valid genesis file: {error}") from None
@@ -90,7 +91,7 @@ class BlockJournal:
                 if not line.strip():
                     continue
                 try:
-                    data = json.loads(line)
+                    data = parse_json(line)
                     data["transactions"] = tuple(data["transactions"])
                     yield BlockRecord(**data)
                 except (ValueError, TypeError, KeyError) as error:

@@ -191,16 +191,18 @@ class Ledger:
     def admin(self) -> str:
         return self.contract.functions.admin().call()
 
-    def aggregator(self) -> str:
-        return self.contract.functions.aggregator().call()
+    def aggregator(self, block: int | None = None) -> str:
+        """The appointed aggregator (as of `block`, when given)."""
+        return self.contract.functions.aggregator().call(block_identifier=block or "latest")
 
     def member(self, address: str) -> Member:
         address = to_checksum_address(address)
         return Member.from_abi(address, self.contract.functions.memberOf(address).call())
 
-    def members(self) -> list[Member]:
-        """Every member ever added, in index order (one call, however many members)."""
-        addresses, details = self.contract.functions.memberList().call()
+    def members(self, block: int | None = None) -> list[Member]:
+        """Every member ever added, in index order (one call, however many members), as of
+        `block` when given."""
+        addresses, details = self.contract.functions.memberList().call(block_identifier=block or "latest")
         return [Member.from_abi(address, raw) for address, raw in zip(addresses, details)]
 
     def round(self, round_number: int) -> RoundState:

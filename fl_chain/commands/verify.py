@@ -26,7 +26,7 @@ from eth_account import Account
 
 from fl_chain.chain import rpc
 from fl_chain.chain.chain import Chain
-from fl_chain.chain.embedded import replay_journal
+from fl_chain.chain.embedded import REPLAY_GAS_BUDGET, replay_journal
 from fl_chain.chain.history import HISTORY_FILE, read_history, replay_history
 from fl_chain.chain.journal import BlockJournal
 from fl_chain.chain.ledger import Ledger
@@ -52,6 +52,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--ipfs-api", metavar="MULTIADDR", help="a kubo daemon of yours to read the blobs from")
     parser.add_argument("--key", type=Path, action="append", default=[], metavar="FILE",
                         help="an aggregator's or validator's key file: open updates and re-aggregate")
+    parser.add_argument("--gas-budget", type=int, default=REPLAY_GAS_BUDGET, metavar="GAS",
+                        help=f"the most gas re-executing the run's records may spend (default {REPLAY_GAS_BUDGET:,})")
     parser.add_argument("--json", action="store_true", help="print the findings as JSON")
     parser.add_argument("--report", type=Path, metavar="FILE", help="write a report (.html or .md)")
     parser.set_defaults(handler=handle)
@@ -62,7 +64,7 @@ def handle(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     preliminary = Findings()
     federation, run_dir = _open(args, preliminary)
-    result = audit(federation, keys, run_dir)
+    result = audit(federation, keys, run_dir, replayed=not args.rpc)
     result.findings.items[:0] = preliminary.items
     seconds = time.perf_counter() - started
     if args.report:
@@ -87,11 +89,11 @@ def _open(args: argparse.Namespace, findings: Findings) -> tuple[Federation, Pat
         raise UsageError("name a run directory, or a live chain with --rpc URL --contract ADDRESS --store DIR")
     run_dir = open_run_dir(args.run_dir, needs=("federation.json",))
     address = _federation_address(run_dir / "federation.json")
-    chain = _replayed_chain(run_dir, findings)
+    chain = _replayed_chain(run_dir, findings, args.gas_budget)
     if not bytes(chain.web3.eth.get_code(address)):
-        raise FlChainError(f"the chain in {run_dir} holds no contract at {address}: federation.json and the chain's "
-                           "records come from different runs")
-    return Federation(Ledger(chain, address), _store(args, run_dir)), run_dir
+        raise UsageError(f"the chain in {run_dir} holds no contract at {address}: federation.json and the chain's "
+                         "records come from different runs")
+    return Federation(Ledger.attach(chain, address), _store(args, run_dir)), run_dir
 
 
 def _federation_address(path: Path) -> str:
@@ -106,19 +108,19 @@ def _federation_address(path: Path) -> str:
     return address
 
 
-def _replayed_chain(run_dir: Path, findings: Findings) -> Chain:
+def _replayed_chain(run_dir: Path, findings: Findings, gas_budget: int) -> Chain:
     """The run's chain, rebuilt by re-executing its signed transactions on a fresh EVM."""
     journal = run_dir / "ledger"
     try:
         if BlockJournal(journal).exists:
-            replayed, mismatches = replay_journal(journal)
+            replayed, mismatches = replay_journal(journal, gas_budget)
             for mismatch in mismatches:
                 findings.failed("chain journal re-executes", str(mismatch))
             if not mismatches:
                 findings.passed("chain journal re-executes")
             return Chain(replayed.web3, backend="embedded")
         if (run_dir / HISTORY_FILE).is_file():
-            history = replay_history(run_dir / HISTORY_FILE)
+            history = replay_history(run_dir / HISTORY_FILE, gas_budget)
             findings.passed("chain history re-executes")
             for problem in history.unsigned:
                 findings.failed("every transaction signed by its sender", problem)

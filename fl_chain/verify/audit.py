@@ -22,7 +22,6 @@ its accuracy and loss must follow from the participants' signed evaluations
 from __future__ import annotations
 
 import csv
-import json
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -35,16 +34,25 @@ from eth_utils import keccak, to_checksum_address
 from fl_chain.aggregation import WeightedUpdate, federated_average
 from fl_chain.chain.artifacts import FEDERATION, deployed_code_matches
 from fl_chain.chain.committee import committee_seed, draw_committee
-from fl_chain.chain.federation import CommitmentRecord, ExclusionReason, FederationParameters, Role, task_hash
+from fl_chain.chain.federation import (
+    CommitmentRecord,
+    ExclusionReason,
+    FederationParameters,
+    Role,
+    parameter_differences,
+    parameters_for,
+)
 from fl_chain.chain.history import Event, read_history
 from fl_chain.chain.ledger import bitmap_indices
 from fl_chain.codec import decode_model
-from fl_chain.envelope import read_header
+from fl_chain.envelope import is_usable_recipient, read_header
 from fl_chain.errors import FlChainError
 from fl_chain.identity import Identity
+from fl_chain.jsonfiles import parse_json
 from fl_chain.keyfile import OpeningKey
 from fl_chain.messages import Evaluation, MalformedMessage, weighted_metrics
 from fl_chain.protocol import (
+    MAX_MODEL_BYTES,
     NO_RETRIES,
     Exclusion,
     Federation,
@@ -88,6 +96,8 @@ class RoundLineage:
     deadline: int
     opened_block: int
     recipients: list[str] = field(default_factory=list)  # who could open its updates: aggregator, validators
+    recipient_keys: frozenset[bytes] = frozenset()  # their X25519 keys, as the chain stood at opening
+    eligible: list[str] = field(default_factory=list)  # the validators frozen at opening, in list order
     commitments: list[CommitmentLine] = field(default_factory=list)
     excluded: list[tuple[str, ExclusionReason]] = field(default_factory=list)  # Excluded events of this attempt
     global_model: Cid | None = None
@@ -120,6 +130,7 @@ class _MemberState:
     active: bool
     since: int
     cap: int
+    x25519: bytes
 
 
 def _cid(digest: bytes, codec: int) -> Cid:
@@ -164,7 +175,7 @@ class _Walk:
         member = event.args["member"]
         roles = Role(event.args["roles"])
         self.members[member] = _MemberState(event.args["index"], roles, True, event.block_number,
-                                            event.args["exampleCap"])
+                                            event.args["exampleCap"], bytes(event.args["x25519"]))
         self.by_index[event.args["index"]] = member
         if Role.VALIDATOR in roles and member not in self.validator_list:
             self.validator_list.append(member)
@@ -180,8 +191,12 @@ class _Walk:
         number = event.args["round"]
         base = _cid(event.args["baseDigest"], event.args["baseCodec"])
         previous = self.rounds.get(number)
+        recipients = self._recipients(event.block_number)
         lineage = RoundLineage(number, event.args["attempt"], base, event.args["deadline"], event.block_number,
-                               recipients=self._recipients(event.block_number))
+                               recipients=recipients,
+                               recipient_keys=frozenset(k for k in (self.members[a].x25519 for a in recipients)
+                                                        if is_usable_recipient(k)),
+                               eligible=[v for v in self.validator_list if self._eligible(v, event.block_number)])
         if previous is not None:
             lineage.earlier = [*previous.earlier, previous]
             lineage.failed_attempts = len(lineage.earlier)
@@ -296,9 +311,8 @@ class _Walk:
     def _check_committee(self, lineage: RoundLineage, announced: list[str]) -> None:
         log = _commitment_log(lineage.commitments)
         seed = committee_seed(self.federation.chain_id, self.federation.address, lineage.round, lineage.attempt, log)
-        eligible = [v for v in self.validator_list if self._eligible(v, lineage.opened_block)]
         size = self.parameters.committee_size
-        lineage.committee = draw_committee(seed, eligible, size)
+        lineage.committee = draw_committee(seed, lineage.eligible, size)
         if size == 0:
             self.findings.passed("committee drawn by the rule", round=lineage.round)
         else:
@@ -341,8 +355,9 @@ def _commitment_log(lines: Iterable[CommitmentLine]) -> bytes:
     return log
 
 
-def audit(federation: Federation, keys: list[OpeningKey], run_dir: Path | None = None) -> Audit:
-    """Runs every check; never raises for what it finds, only records it."""
+def audit(federation: Federation, keys: list[OpeningKey], run_dir: Path | None = None, replayed: bool = True) -> Audit:
+    """Runs every check; never raises for what it finds, only records it. `replayed` says
+    the chain was rebuilt from the run directory's records (not a live node's)."""
     findings = Findings()
     ledger = federation.ledger
     code = bytes(ledger.chain.web3.eth.get_code(ledger.address))
@@ -364,7 +379,7 @@ def audit(federation: Federation, keys: list[OpeningKey], run_dir: Path | None =
     result = Audit(findings, walk.rounds, ledger.address, ledger.chain.chain_id, walk.genesis,
                    [key.owner for key in keys])
     if run_dir is not None:
-        RunFiles(federation, result, walk, run_dir).check()
+        RunFiles(federation, result, walk, run_dir, replayed).check()
     return result
 
 
@@ -377,7 +392,7 @@ def _check_genesis(federation: Federation, genesis: Cid | None, findings: Findin
         findings.failed("genesis model stored", "the chain has no FederationCreated event")
         return
     try:
-        tensors, metadata = decode_model(federation.store.get(genesis))
+        tensors, metadata = decode_model(federation.store.get(genesis, max_size=MAX_MODEL_BYTES))
     except FlChainError as error:
         findings.failed("genesis model stored", f"{genesis}: {error}")
         return
@@ -387,20 +402,27 @@ def _check_genesis(federation: Federation, genesis: Cid | None, findings: Findin
         findings.passed("genesis model stored")
 
 
-def _check_attempt(federation: Federation, lineage: RoundLineage, keys: list[OpeningKey], findings: Findings) -> None:
+def _check_attempt(federation: Federation, lineage: RoundLineage, given: list[OpeningKey], findings: Findings) -> None:
+    """Its blobs, its exclusions (re-judged with a key of one of its recipients) and, once
+    finalized, its global model, its re-aggregation and its dissents."""
     number = lineage.round
-    base = _base_rules(federation, lineage, findings) if lineage.global_model is not None or lineage.excluded else None
+    base = _base_rules(federation, lineage, findings)
+    cap = base.max_blob if base is not None else MAX_MODEL_BYTES
+    keys = [key for key in given if key.public_key in lineage.recipient_keys]
+    if given and not keys:
+        findings.unchecked("keys given open this round", f"none of the keys given was a recipient of round {number} "
+                           f"attempt {lineage.attempt} ({_who_could(lineage)})", round=number)
     for line in lineage.commitments:
         if line.exclusion is None:
-            _check_blob(federation, number, line, findings)
+            _check_blob(federation, number, line, cap, findings)
         elif not keys or base is None:
             why = "the round's base model cannot be loaded" if keys else _who_could(lineage)
-            _check_exclusion_publicly(federation, number, line, why, findings)
+            _check_exclusion_publicly(federation, number, line, why, cap, findings)
         else:
             _check_exclusion(federation, lineage, line, keys, base, findings)
     if lineage.global_model is None or lineage.failed and not lineage.attestations:
         return
-    _check_global_model(federation, lineage, findings)
+    _check_global_model(federation, lineage, cap, findings)
     if not keys:
         findings.unchecked("re-aggregation", f"updates cannot be opened without a key ({_who_could(lineage)})",
                            round=number)
@@ -419,17 +441,18 @@ def _who_could(lineage: RoundLineage) -> str:
 
 def _base_rules(federation: Federation, lineage: RoundLineage, findings: Findings) -> UpdateRules | None:
     try:
-        return UpdateRules.of(federation, decode_model(federation.store.get(lineage.base))[0])
+        base = decode_model(federation.store.get(lineage.base, max_size=MAX_MODEL_BYTES))[0]
+        return UpdateRules.of(base, federation.ledger.parameters().update_norm_bound, lineage.recipient_keys)
     except FlChainError as error:
         findings.failed("base model stored", f"the base model {lineage.base} cannot be loaded: {error}",
                         round=lineage.round)
         return None
 
 
-def _check_global_model(federation: Federation, lineage: RoundLineage, findings: Findings) -> None:
+def _check_global_model(federation: Federation, lineage: RoundLineage, cap: int, findings: Findings) -> None:
     number = lineage.round
     try:
-        _, metadata = decode_model(federation.store.get(lineage.global_model))  # type: ignore[arg-type]
+        _, metadata = decode_model(federation.store.get(lineage.global_model, max_size=cap))  # type: ignore[arg-type]
     except FlChainError as error:
         findings.failed("global model stored", str(error), round=number)
         return
@@ -438,10 +461,10 @@ def _check_global_model(federation: Federation, lineage: RoundLineage, findings:
                     "the global model's header must name this federation, chain and round", round=number)
 
 
-def _check_blob(federation: Federation, number: int, line: CommitmentLine, findings: Findings) -> None:
+def _check_blob(federation: Federation, number: int, line: CommitmentLine, cap: int, findings: Findings) -> None:
     where = {"round": number, "participant": line.participant}
     try:
-        blob = federation.store.get(line.cid)
+        blob = federation.store.get(line.cid, max_size=cap)
     except FlChainError as error:
         findings.failed("blob matches its CID", str(error), **where)
         return
@@ -487,13 +510,13 @@ def _check_exclusion(federation: Federation, lineage: RoundLineage, line: Commit
     if update is not None and claimed == ExclusionReason.UNAVAILABLE:
         findings.unchecked(EXCLUSION_CHECK, f"excluded as unavailable, but the blob is in the store now and opens "
                                             f"as a valid update: {_LATE}", **where)
-    elif update is not None and claimed == ExclusionReason.LATE:
-        findings.passed(EXCLUSION_CHECK, **where)  # late is judged by position (commitments accounted for)
+    elif claimed == ExclusionReason.LATE:
+        _late_exclusion(line, findings, **where)
     elif update is not None:
         findings.failed(EXCLUSION_CHECK, f"the aggregator excluded a valid update of {line.participant} as "
                                          f"{claimed.label}: it opens and is within the rules with {owner}'s key",
                         expected=claimed.label, found="a valid update", **where)
-    elif failure is not None and (claimed == failure.code or claimed == ExclusionReason.LATE):
+    elif failure is not None and claimed == failure.code and claimed != ExclusionReason.UNAVAILABLE:
         findings.passed(EXCLUSION_CHECK, **where)
     elif claimed == ExclusionReason.UNAVAILABLE:
         findings.unchecked(EXCLUSION_CHECK, f"excluded as unavailable, but the blob is in the store now ({_LATE}); "
@@ -508,7 +531,7 @@ def _check_exclusion(federation: Federation, lineage: RoundLineage, line: Commit
                         found=failure.code.label if failure and failure.code else "", **where)
 
 
-def _check_exclusion_publicly(federation: Federation, number: int, line: CommitmentLine, why: str,
+def _check_exclusion_publicly(federation: Federation, number: int, line: CommitmentLine, why: str, cap: int,
                               findings: Findings) -> None:
     """What can be checked of an exclusion without opening the update: that the blob is
     missing, or that its clear header disagrees with the commitment. Anything else only a
@@ -517,13 +540,15 @@ def _check_exclusion_publicly(federation: Federation, number: int, line: Commitm
     assert claimed is not None
     where = {"round": number, "participant": line.participant}
     if claimed == ExclusionReason.LATE:
-        findings.passed(EXCLUSION_CHECK, **where)  # judged by position (commitments accounted for)
+        _late_exclusion(line, findings, **where)
         return
     try:
-        blob = federation.store.get(line.cid)
+        blob = federation.store.get(line.cid, max_size=cap)
     except FlChainError as error:
-        if claimed == ExclusionReason.UNAVAILABLE:
-            findings.passed(EXCLUSION_CHECK, **where)
+        if claimed == ExclusionReason.UNAVAILABLE:  # missing now proves nothing of then: a blob can be withheld
+            findings.unchecked(EXCLUSION_CHECK, f"excluded as unavailable, and the blob is not in this store either: "
+                                                f"whether it was available when the aggregator fetched it cannot be "
+                                                f"judged after the fact ({error})", **where)
         else:
             findings.unchecked(EXCLUSION_CHECK, f"excluded as {claimed.label}, but the blob is not in the store "
                                                 f"now, so that cannot be checked: {error}", **where)
@@ -542,6 +567,15 @@ def _check_exclusion_publicly(federation: Federation, number: int, line: Commitm
             return
     findings.unchecked(EXCLUSION_CHECK, f"NOT RE-JUDGED: excluded as {claimed.label}, which only opening the "
                                         f"update can confirm; {why}", **where)
+
+
+def _late_exclusion(line: CommitmentLine, findings: Findings, **where: object) -> None:
+    """The contract lets only a member's own commitment after the commit grace be late, and
+    the event log proves it came after every commitment the aggregator read; when the
+    aggregator asked the participant to train, nothing on chain says."""
+    findings.unchecked(EXCLUSION_CHECK, f"excluded as late: it came after the commit grace and after every "
+                                        f"commitment the aggregator read (block {line.block_number}); whether the "
+                                        "aggregator asked its participant in time is not on chain", **where)
 
 
 def _reaggregate(federation: Federation, lineage: RoundLineage, keys: list[OpeningKey], rules: UpdateRules,
@@ -585,8 +619,9 @@ class RunFiles:
     """Checks the files a run directory holds against the chain: each malformed file is
     one finding, never a crash."""
 
-    def __init__(self, federation: Federation, result: Audit, walk: _Walk, run_dir: Path) -> None:
+    def __init__(self, federation: Federation, result: Audit, walk: _Walk, run_dir: Path, replayed: bool) -> None:
         self.federation, self.result, self.walk, self.run_dir = federation, result, walk, run_dir
+        self.replayed = replayed
         self.findings = result.findings
         self.accepted = [lineage for lineage in sorted(walk.rounds.values(), key=lambda r: r.round)
                          if lineage.accepted]
@@ -619,20 +654,25 @@ class RunFiles:
         if not path.is_file():
             return None
         try:
-            return json.loads(path.read_text())
+            return parse_json(path.read_text())
         except (OSError, ValueError) as error:
             self.findings.failed(f"{name} readable", f"{name} is not readable JSON: {error}")
             return None
 
     def _summary_models(self, summary: Any) -> None:
-        on_chain = [(lineage.round, str(lineage.global_model)) for lineage in self.accepted]
+        on_chain = [(lineage.round, str(lineage.global_model), len(lineage.commitments),
+                     sum(line.included for line in lineage.commitments)) for lineage in self.accepted]
         try:
-            claimed = [(r["round"], r["global_cid"]) for r in summary["rounds"] if r.get("accepted")]
+            claimed = [(r["round"], r["global_cid"], r["commitments"], r["included"]) for r in summary["rounds"]
+                       if r.get("accepted")]
         except (KeyError, TypeError, AttributeError) as error:
             self.findings.failed("summary matches the chain", f"summary.json does not list its rounds: {error!r}")
             return
         self.findings.expect("summary matches the chain", on_chain, claimed,
-                             "summary.json's accepted rounds and models vs the chain's")
+                             "summary.json's accepted rounds, models, commitments and included updates vs the chain's")
+        self.findings.unchecked("unverified figures", "the reasons summary.json and metrics.csv give for exclusions "
+                                                      "are the aggregator's words; the chain's Excluded events (in "
+                                                      "the round tables above) are what counts")
 
     def _evaluations(self) -> dict[int, list[Evaluation]] | None:
         """The signed evaluations of each accepted model, by round; anything unsigned, of
@@ -647,11 +687,14 @@ class RunFiles:
         problems = []
         for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
             try:
-                evaluation = Evaluation.from_record(json.loads(line), federation=self.federation.address,
+                evaluation = Evaluation.from_record(parse_json(line), federation=self.federation.address,
                                                     chain_id=self.federation.chain_id)
                 member = self.walk.members.get(evaluation.participant)
                 if member is None or Role.PARTICIPANT not in member.roles:
                     raise MalformedMessage(f"{evaluation.participant} is not a participant")
+                if evaluation.examples > member.cap:
+                    raise MalformedMessage(f"{evaluation.participant} claims {evaluation.examples} test examples, "
+                                           f"above its cap of {member.cap}")
                 if models.get(evaluation.round) != evaluation.model:
                     raise MalformedMessage(f"it evaluates {evaluation.model}, not round {evaluation.round}'s accepted "
                                            "model")
@@ -666,7 +709,24 @@ class RunFiles:
             self.findings.failed("evaluations signed", "; ".join(problems[:5]) + (" …" if len(problems) > 5 else ""))
         else:
             self.findings.passed("evaluations signed")
+        self._coverage(by_round)
         return {number: list(found.values()) for number, found in by_round.items()}
+
+    def _coverage(self, by_round: dict[int, dict[str, Evaluation]]) -> None:
+        """A figure over fewer participants than took part can be a chosen one: say whose
+        evaluations are missing (a participant may also simply have failed to evaluate)."""
+        missing = []
+        for lineage in self.accepted:
+            included = {line.participant for line in lineage.commitments if line.included}
+            absent = sorted(included - set(by_round.get(lineage.round, {})))
+            if absent:
+                missing.append(f"round {lineage.round}: {len(included) - len(absent)} of the {len(included)} included "
+                               f"participants evaluated (none from {', '.join(absent)})")
+        if missing:
+            self.findings.unchecked("evaluations cover the round", "; ".join(missing[:5]) + (
+                " …" if len(missing) > 5 else "") + ": the round's figures leave them out")
+        else:
+            self.findings.passed("evaluations cover the round")
 
     def _summary_metrics(self, summary: Any, evaluations: dict[int, list[Evaluation]]) -> None:
         """Each round's accuracy and loss in summary.json must be the example-weighted mean
@@ -734,28 +794,34 @@ class RunFiles:
             return None
 
     def _parameters(self, config: dict[str, Any]) -> None:
-        parameters = self.walk.parameters
+        """Every parameter the contract enforces must be the one config.yaml states: a task
+        hash alone would let a deployer loosen the norm bound or the example cap."""
         try:
-            expected = ("0x" + task_hash(config).hex(), config["quorum"], config["attestation_threshold"])
-        except (KeyError, TypeError, ValueError) as error:
-            self.findings.failed("federation parameters are the run's", f"config.yaml lacks {error}")
+            differences = parameter_differences(parameters_for(config), self.walk.parameters)
+        except (KeyError, TypeError, ValueError, OverflowError) as error:
+            self.findings.failed("federation parameters are the run's", f"config.yaml lacks or garbles {error!r}")
             return
-        self.findings.expect("federation parameters are the run's", expected,
-                             ("0x" + parameters.task_hash.hex(), parameters.quorum, parameters.attestation_threshold),
-                             "the contract's task hash, quorum and threshold vs config.yaml")
+        if differences:
+            self.findings.failed("federation parameters are the run's", "; ".join(differences))
+        else:
+            self.findings.passed("federation parameters are the run's")
 
     def _who_acted(self, config: dict[str, Any]) -> None:
-        """On a chain a run started itself, accounts come from the seed: anyone who knows it
-        could have signed as any member, so the run proves what was computed, not by whom."""
+        """A chain re-executed from the run's own records proves which accounts signed what,
+        not who held their keys: a run that started its chain itself held all of them (a
+        simulation's come from its seed, which anyone may know)."""
         seed = config.get("seed")
         admin = self.federation.ledger.admin()
         derived = isinstance(seed, int) and not isinstance(seed, bool) and admin == Identity.derive(
             f"fl-chain simulation seed {seed}", "admin").address
         if derived:
-            self.findings.unchecked(WHO_ACTED, f"every account of this run is derived from its seed ({seed}), as on "
-                                               "any development chain a run starts itself: anyone who knows the seed "
-                                               "could sign as any member, so this proves what was computed, not who "
-                                               "took part")
+            self.findings.unchecked(WHO_ACTED, f"every account of this run is derived from its seed ({seed}): anyone "
+                                               "who knows the seed could sign as any member, so this proves what was "
+                                               "computed, not who took part")
+        elif self.replayed:
+            self.findings.unchecked(WHO_ACTED, "this chain is re-executed from the run directory's own records: the "
+                                               "signatures prove which accounts acted, not who held their keys (the "
+                                               "run's publisher may have held every one)")
         else:
             self.findings.passed(WHO_ACTED)
 
@@ -765,6 +831,6 @@ def _same(left: object, right: object) -> bool:
         return left is None and right is None
     try:
         return float(left) == float(right) or (math.isnan(float(left)) and math.isnan(float(right)))  # type: ignore[arg-type]
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return False
 

@@ -151,13 +151,19 @@ def _document_sections(result: Audit) -> list[tuple[str, list[str], list[list[st
     return sections
 
 
+def _md(text: str) -> str:
+    """Text inert in Markdown: no link, image or HTML a previewer would fetch or render."""
+    escaped = html.escape(text, quote=False)
+    return "".join(f"\\{c}" if c in "\\`*_[](){}!#|~" else c for c in escaped)
+
+
 def _markdown(sections: list[tuple[str, list[str], list[list[str]]]], plots: list[Path], base: Path) -> str:
     out = ["# fl-chain verification report", ""]
     for title, paragraphs, rows in sections:
-        out += [f"## {title}", "", *paragraphs, ""]
+        out += [f"## {title}", "", *(_md(p) for p in paragraphs), ""]
         if rows:
             out += ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
-            out += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows[1:]]
+            out += ["| " + " | ".join(_md(cell) for cell in row) + " |" for row in rows[1:]]
             out.append("")
     if plots:
         out += ["## Metrics", ""] + [f"![{p.stem}]({_relative(p, base)})" for p in plots]

@@ -24,7 +24,7 @@ from fl_chain import protocol
 from fl_chain.aggregation import WeightedUpdate
 from fl_chain.chain.federation import ExclusionReason, RoundStatus
 from fl_chain.keyfile import OpeningKey
-from fl_chain.messages import Evaluation, Ticket
+from fl_chain.messages import Evaluation, Ticket, sign_text
 from fl_chain.participant import watch_in_thread
 from fl_chain.protocol import CollectedUpdates, Exclusion, ProtocolError
 from fl_chain.verify.audit import audit
@@ -160,3 +160,46 @@ def test_sites_combine_only_the_sites_own_signed_summaries(cast: Cast) -> None:
     mine_altered = {**honest, me: signed[cast.address(3)].to_record()}
     with pytest.raises(ProtocolError, match="not signed by|altered"):
         _agreed_preprocessing(cast.federation, settings_with(mine_altered), me, lambda: own)
+
+
+@pytest.mark.parametrize("poison", [
+    pytest.param({"total": [float("nan"), 1.0, 1.0]}, id="a NaN total"),
+    pytest.param({"count": [1e15, 20.0, 20.0]}, id="a count of 1e15"),
+    pytest.param({"total_squares": [-1.0, 1.0, 1.0]}, id="a negative sum of squares"),
+    pytest.param({"labels": list(range(5000))}, id="5000 classes"),
+])
+def test_a_site_summary_no_table_has_is_refused_by_every_site(cast: Cast, poison: dict[str, Any]) -> None:
+    honest = summaries(cast)
+    attacker = cast.participant(4)
+    document = {**json.loads(honest[attacker.address].text), **poison}
+    text = json.dumps(document)  # the attacker signs its poison: a signature proves who, not that it is sane
+    signature = sign_text(attacker.account, SignedSummary.statement(cast.federation.address,
+                                                                    cast.federation.chain_id, text))
+    record = {"summary": text, "signature": signature.hex()}
+    records = {address: item.to_record() for address, item in honest.items()} | {attacker.address: record}
+    me = cast.address(0)
+    with pytest.raises(ProtocolError, match="no table has"):
+        _agreed_preprocessing(cast.federation, settings_with(records), me, lambda: honest[me].summary)
+
+
+def test_what_verify_cannot_judge_of_an_exclusion_is_a_warning_never_a_pass(
+        cast: Cast, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An aggregator that calls a valid update unavailable, then withholds the blob: nothing
+    after the fact can tell, so verify says so (with every key) instead of passing it."""
+    victim = cast.address(VICTIM)
+
+    def unavailable(collected: CollectedUpdates) -> CollectedUpdates:
+        kept = tuple(update for update in collected.updates if update.sender != victim)
+        gone = Exclusion(victim, "the aggregator says it could not fetch it", ExclusionReason.UNAVAILABLE)
+        return CollectedUpdates(kept, (*collected.exclusions, gone), collected.seen)
+
+    with_collect(monkeypatch, unavailable)
+    cast.coordinator().run()
+    assert cast.ledger.round(1).status == RoundStatus.ACCEPTED  # validators cannot judge when a blob appeared
+    [record] = [r for r in cast.ledger.commitments(1) if r.participant == victim]
+    cast.federation.store.block_path(record.cid).unlink()  # withheld from the published store
+    for given in ([], keys(cast)):
+        result = audit(cast.federation, given)
+        [judged] = [f for f in result.findings.items if f.check == "exclusion justified"]
+        assert judged.status.value == "unchecked"
+        assert "WARNING: 1 exclusion(s) could not be re-judged" in text_report(result)

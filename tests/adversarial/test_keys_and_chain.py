@@ -54,10 +54,10 @@ def test_a_small_order_key_on_a_member_card_is_refused_before_anything_is_sent(t
 
 def test_one_unusable_recipient_key_never_stops_anyone_from_sealing() -> None:
     class Listing:  # the chain's view of members, with one key admitted before the contract refused such keys
-        def aggregator(self) -> str:
+        def aggregator(self, block: int | None = None) -> str:
             return "0x" + "aa" * 20
 
-        def members(self) -> list[Member]:
+        def members(self, block: int | None = None) -> list[Member]:
             good = bytes.fromhex("9" * 64)
             return [Member("0x" + "aa" * 20, 0, Role.AGGREGATOR, True, good),
                     Member("0x" + "bb" * 20, 1, Role.VALIDATOR, True, bytes.fromhex(WEAK_KEY)),
@@ -88,7 +88,7 @@ def test_a_history_with_an_impersonated_attestation_does_not_verify(anvil_binary
                     for i, p in enumerate(consortium.participants)]
         protocol.relay(federation, consortium.aggregator, receipts)
         collected = protocol.collect(federation, consortium.aggregator.x25519_private, 1,
-                                     protocol.model_rules(federation, ticket.base))
+                                     protocol.UpdateRules.for_round(federation, ticket.base, ledger.round(1).opened_block))
         _, model = protocol.aggregate(federation, 1, collected)
         protocol.finalize(federation, consortium.aggregator, 1, model, collected)
         honest, forged = consortium.validators[0], consortium.validators[1]

@@ -320,3 +320,62 @@ def test_a_greeting_proves_its_member_or_speaks_for_nobody(cast: Cast) -> None:
     for replayed in ({"node": node + 1, "challenge": challenge}, {"node": node, "challenge": b"\x08" * 16}):
         with pytest.raises(MalformedMessage, match="without its signature"):
             Greeting.from_record(greeting.to_record(), federation=federation, chain_id=chain_id, **replayed)
+
+
+def sealed_for(cast: Cast, keep: Callable[[bytes], bool]) -> Callable[[Ticket, dict[str, np.ndarray], int], bytes]:
+    """An honest, in-bounds update sealed for only some of the round's recipients."""
+
+    def make(ticket: Ticket, tensors: dict[str, np.ndarray], examples: int) -> bytes:
+        chosen = [key for key in recipients(cast) if keep(key)]
+        return envelope.seal_encoded(encode_model(tensors, {}), blob_header(cast, ticket, tensors, examples), chosen)
+
+    return make
+
+
+@pytest.mark.parametrize("for_aggregator", [True, False], ids=["aggregator only", "validators only"])
+def test_an_update_not_sealed_for_every_recipient_of_the_round_is_excluded_by_all(cast: Cast,
+                                                                               for_aggregator: bool) -> None:
+    aggregator_key = cast.consortium.aggregator.x25519_public
+    make = sealed_for(cast, lambda key: (key == aggregator_key) == for_aggregator)
+    cast.coordinator({cast.address(ATTACKER): SendsBlob(cast, make)}, rounds=2).run()
+    assert accepted_with(cast, 1) == (4, 5) and accepted_with(cast, 2)[0] == 4  # no wedge: every round accepted
+    assert cast.ledger.exclusions(1) == [(cast.address(ATTACKER), ExclusionReason.UNDECRYPTABLE)]
+    assert "not for exactly the round's" in cast.said
+    result = audit(cast.federation, keys(cast))
+    assert result.findings.ok, [f.describe() for f in result.findings.failures]
+
+
+def test_a_header_nested_a_hundred_thousand_deep_is_an_exclusion_not_a_crash(cast: Cast) -> None:
+    def deep(ticket: Ticket, tensors: dict[str, np.ndarray], examples: int) -> bytes:
+        header = b"[" * 100_000 + b"]" * 100_000
+        return b"FLCE\x02" + len(header).to_bytes(4, "big") + header + bytes(200)
+
+    cast.coordinator({cast.address(ATTACKER): SendsBlob(cast, deep)}).run()
+    assert accepted_with(cast) == (4, 5)
+    assert cast.ledger.exclusions(1) == [(cast.address(ATTACKER), ExclusionReason.UNDECRYPTABLE)]
+    assert "longer than any header" in cast.said
+    assert audit(cast.federation, keys(cast)).findings.ok
+
+
+@pytest.mark.parametrize("metrics", [
+    pytest.param("[" * 100_000 + "]" * 100_000, id="nested 100000 deep"),
+    pytest.param('{"accuracy": 1' + "0" * 400 + "}", id="a 401-digit accuracy"),
+    pytest.param('{"accuracy": 1e308}', id="accuracy 1e308"),
+])
+def test_an_evaluation_with_impossible_figures_is_left_out_not_a_crash(cast: Cast, metrics: str) -> None:
+    attacker = cast.address(ATTACKER)
+    altered = Altered(cast.roles[attacker], evaluate=lambda records: {
+        **records, "evaluation": {**records["evaluation"], "metrics": metrics}})
+    cast.coordinator({attacker: altered}).run()
+    assert accepted_with(cast) == (5, 5)
+    assert f"the evaluation of {attacker} is left out" in cast.said
+
+
+def test_the_same_training_request_asked_again_is_answered_once(cast: Cast) -> None:
+    participant = cast.participant(0)
+    watched: list[Any] = []
+    role = dataclasses.replace(cast.roles[participant.address], watch=watched.append)
+    ticket = protocol.open_round(cast.federation, cast.consortium.aggregator, 1)
+    first = role.train(ticket.to_record())
+    assert all(role.train(ticket.to_record()) is first for _ in range(50))  # a flood costs nothing more
+    assert len(watched) == 1

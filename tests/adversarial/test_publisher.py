@@ -281,3 +281,111 @@ def test_nothing_in_a_published_run_is_executed(published: Path) -> None:
     edit_config(published, "rounds: 2", f"rounds: !!python/object/apply:os.system [\"touch {marker}\"]")
     one_line_error(flchain("reproduce", str(published), "--out", str(published.parent / "x")))
     assert not marker.exists()
+
+
+def report(run: Path, *options: str) -> tuple[int, dict]:  # type: ignore[type-arg]
+    completed = flchain("verify", str(run), "--json", *options)
+    assert "Traceback" not in completed.stderr, completed.stderr[-3000:]
+    return completed.returncode, json.loads(completed.stdout)
+
+
+def findings_of(result: dict, check: str) -> list[dict]:  # type: ignore[type-arg]
+    return [f for f in result["findings"] if f["check"] == check]
+
+
+def test_parameters_the_chain_enforces_must_be_the_ones_the_config_states(published: Path) -> None:
+    edit_config(published, "max_update_norm: 100.0", "max_update_norm: 5.0")
+    code, result = report(published)
+    assert code == 1
+    [finding] = findings_of(result, "federation parameters are the run's")
+    assert finding["status"] == "failed" and "update_norm_bound 100.0 on chain, 5.0 in the experiment" in finding["detail"]
+
+
+def test_evaluations_left_out_of_a_round_are_named(published: Path) -> None:
+    lines = (published / "evaluations.jsonl").read_text().splitlines()
+    dropped = json.loads(lines[0])
+    (published / "evaluations.jsonl").write_text("\n".join(lines[1:]) + "\n")
+    _, result = report(published)
+    [coverage] = findings_of(result, "evaluations cover the round")
+    assert coverage["status"] == "unchecked" and dropped["participant"] in coverage["detail"]
+
+
+def test_forged_counts_in_the_summary_fail(published: Path) -> None:
+    summary = json.loads((published / "summary.json").read_text())
+    summary["rounds"][0]["included"] -= 1  # as if one participant had been left out
+    (published / "summary.json").write_text(json.dumps(summary))
+    code, result = report(published)
+    assert code == 1 and findings_of(result, "summary matches the chain")[0]["status"] == "failed"
+
+
+def test_a_journal_that_would_run_for_ever_is_refused(published: Path) -> None:
+    genesis = json.loads((published / "ledger" / "genesis.json").read_text())
+    genesis["gas_limit"] = 10**15  # blocks of endless loops
+    (published / "ledger" / "genesis.json").write_text(json.dumps(genesis))
+    completed = flchain("verify", str(published))
+    assert "not an embedded chain's" in one_line_error(completed)
+    pristine = published.parent / "pristine"
+    shutil.copytree(published, pristine)
+    genesis["gas_limit"] = 60_000_000
+    (pristine / "ledger" / "genesis.json").write_text(json.dumps(genesis))
+    completed = flchain("verify", str(pristine), "--gas-budget", "1000")
+    assert "more than this re-execution allows (1,000" in one_line_error(completed)
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    pytest.param("a: " + "[" * 5000 + "]" * 5000 + "\n", "nests", id="nested YAML"),
+    pytest.param("seed: 1" + "0" * 5000 + "\n", "is not a readable config", id="a 5001-digit number"),
+    pytest.param("seed: !!set {1, 2}\n", "holds a set", id="a YAML set"),
+])
+def test_a_config_no_run_writes_is_one_line(published: Path, text: str, says: str) -> None:
+    (published / "config.yaml").write_text(text)
+    assert says in one_line_error(flchain("reproduce", str(published), "--out", str(published.parent / "x")))
+
+
+@pytest.mark.parametrize(("edit", "says"), [
+    pytest.param("seed: 0", "seed 1606938044258990275541962092341162602522202993782792835301376", id="seed 2**200"),
+    pytest.param("round_duration: 600", "round_duration 1180591620717411303424 is more than", id="round_duration 2**70"),
+    pytest.param("rounds: 2", "rounds 1000000000000000 is more than fl-chain runs", id="rounds 10**15"),
+])
+def test_a_published_number_beyond_what_fl_chain_runs_is_refused(published: Path, edit: str, says: str) -> None:
+    key = edit.split(":")[0]
+    value = {"seed": 2**200, "round_duration": 2**70, "rounds": 10**15}[key]
+    edit_config(published, edit, f"{key}: {value}")
+    assert says in one_line_error(flchain("reproduce", str(published), "--out", str(published.parent / "x")))
+
+
+@pytest.mark.parametrize("file", ["summary.json", "federation.json", "evaluations.jsonl", "ledger/genesis.json"])
+def test_json_nested_a_hundred_thousand_deep_is_one_finding_or_line(published: Path, file: str) -> None:
+    (published / file).write_text("[" * 100_000 + "]" * 100_000)
+    completed = flchain("verify", str(published))
+    assert completed.returncode in (1, 2), completed.stderr[-2000:]  # not 139: the process does not crash
+    assert "Traceback" not in completed.stderr
+
+
+def test_a_huge_number_in_the_summary_is_a_finding(published: Path) -> None:
+    summary = json.loads((published / "summary.json").read_text())
+    summary["rounds"][0]["accuracy"] = 10**400
+    (published / "summary.json").write_text(json.dumps(summary))
+    code, result = report(published)
+    assert code == 1 and findings_of(result, "metrics rest on signed evaluations")[0]["status"] == "failed"
+
+
+def test_markdown_in_published_files_is_inert_in_a_report(published: Path, small_runs: Path) -> None:
+    summary = json.loads((published / "summary.json").read_text())
+    summary["rounds"][0]["global_cid"] = "![pixel](http://attacker.example/leak) <img src=x>"
+    (published / "summary.json").write_text(json.dumps(summary))
+    flchain("verify", str(published), "--report", str(published / "report.md"))
+    markdown = (published / "report.md").read_text()
+    assert "](http://attacker.example" not in markdown and "<img" not in markdown
+
+
+def test_a_key_that_opened_no_round_is_said_so_not_blamed_on_the_participants(published: Path,
+                                                                              tmp_path: Path) -> None:
+    from fl_chain.keyfile import write_key_file
+
+    stranger = Identity.derive("adversarial", "a key of nobody's")
+    write_key_file(tmp_path / "stranger.json", stranger, "validator")
+    code, result = report(published, "--key", str(tmp_path / "stranger.json"))
+    assert code == 0, [f for f in result["findings"] if f["status"] == "failed"]
+    assert findings_of(result, "keys given open this round")[0]["status"] == "unchecked"
+    assert not findings_of(result, "update opens")

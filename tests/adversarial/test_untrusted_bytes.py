@@ -7,6 +7,7 @@ into an exclusion, a finding or a one-line refusal.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from fl_chain.codec import decode_model, encode_model, schema_hash
 from fl_chain.envelope import ExpectedUpdate, UpdateHeader, open_envelope, seal
 from fl_chain.errors import EnvelopeError, InvalidModelFile, UsageError
 from fl_chain.identity import Identity
+from fl_chain.jsonfiles import parse_json
 from fl_chain.messages import Evaluation, MalformedMessage, Receipt, Ticket
 from fl_chain.rundir import read_run_config
 from fl_chain.storage.cid import Cid
@@ -98,3 +100,25 @@ def test_a_run_config_reads_or_is_refused(config_dir: Path, text: str) -> None:
         read_run_config(config_dir)
     except UsageError:
         pass
+
+
+json_values = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(), st.text(alphabet='[]{}"\\ab,:'),
+                                     st.floats(allow_nan=False, allow_infinity=False)),
+                           lambda children: st.one_of(st.lists(children, max_size=4),
+                                                      st.dictionaries(st.text(alphabet='[]{}"\\x'), children,
+                                                                      max_size=4)),
+                           max_leaves=30)
+
+
+@FAST
+@given(json_values)
+def test_untrusted_json_parses_as_json_does(value: object) -> None:
+    text = json.dumps(value)
+    assert parse_json(text) == json.loads(text)
+
+
+def test_untrusted_json_nested_too_deeply_is_refused_before_parsing() -> None:
+    with pytest.raises(ValueError, match="nested deeper than 64 levels"):
+        parse_json("[" * 100_000 + "]" * 100_000)  # would crash the process under the EVM's recursion limit
+    assert parse_json("[" * 64 + "]" * 64) is not None
+    assert parse_json(json.dumps({"a": "[" * 1000})) == {"a": "[" * 1000}  # brackets in strings do not count
