@@ -31,7 +31,7 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 # for a run that never ends or a number the contract cannot hold
 LIMITS = {"seed": 2**32 - 1, "num_participants": 100_000, "rounds": 100_000, "num_validators": 100_000,
           "quorum": 100_000, "attestation_threshold": 100_000, "committee_size": 100_000,
-          "round_duration": 30 * 86_400, "reply_timeout": 7 * 86_400, "max_examples": 2**64 - 1,
+          "round_duration": 30 * 86_400, "reply_timeout": 86_400, "max_examples": 2**64 - 1,
           "max_update_norm": 1e300, "commit_grace": 30 * 86_400}
 
 
@@ -104,8 +104,8 @@ def validate(config: dict[str, Any]) -> None:
          f"commit_grace {config['commit_grace']} must be at least 0 and shorter than round_duration "
          f"({config['round_duration']})"),
         (config["reply_timeout"] > 0, f"reply_timeout must be positive, got {config['reply_timeout']}"),
-        (float(config["strategy"]["proximal_mu"]) >= 0,
-         f"strategy.proximal_mu must be at least 0, got {config['strategy']['proximal_mu']}"),
+        (0 <= float(config["strategy"]["proximal_mu"]) <= 1e6,
+         f"strategy.proximal_mu must be from 0 to 1e6, got {config['strategy']['proximal_mu']}"),
         (isinstance(config.get("max_attempts", 1), int) and 1 <= config.get("max_attempts", 1) <= 100,
          f"max_attempts must be an integer from 1 to 100, got {config.get('max_attempts')}"),
         (isinstance(config["chain"].get("chain_id"), (int, type(None))) and 0 < (config["chain"].get("chain_id") or 1)

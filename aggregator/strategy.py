@@ -35,6 +35,7 @@ from fl_chain.progress import Progress
 from fl_chain.protocol import Federation, ProtocolError
 from fl_chain.round import RoundCoordinator, RoundPlan
 from fl_chain.runlog import RunLog
+from fl_chain.storage.cid import Cid
 from fl_chain.transport import ATTEST, EVALUATE, TRAIN, Reply, Request
 
 GREETING_TIMEOUT = 120.0  # seconds participants get to start and say who they are
@@ -135,9 +136,11 @@ class GridTransport:
     def _reply(self, address: str, kind: str, message: Message) -> Reply:
         if message.has_error():
             return Reply(address, kind, error=f"failed to {kind}: {last_line(message.error.reason)}")
-        if self.ship_blobs and blobs.RECORD in message.content:  # the sealed update, into our store
+        if self.ship_blobs and blobs.RECORD in message.content:  # the sealed update its receipt names, into our store
+            receipt = message.content.get("receipt")
             try:
-                blobs.unpack(self.federation.store, message.content[blobs.RECORD])
+                wanted = {Cid.parse(str(receipt["cid"]))} if receipt is not None and "cid" in receipt else set()
+                blobs.unpack(self.federation.store, message.content[blobs.RECORD], wanted)
             except FlChainError as refused:
                 return Reply(address, kind, error=str(refused))
         content = {name: dict(record.items()) for name, record in message.content.items() if name != blobs.RECORD}

@@ -37,11 +37,26 @@ app = ClientApp()
 
 
 def _node_of(message: Message, context: Context) -> Node:
-    """This node's participant; blobs the message carries go into its store first."""
+    """This node's participant; the blobs the message carries that the chain names for
+    this request go into its store first (any other is dropped)."""
     node = resolve_node(str(message.content["config"]["settings"]), context.node_config)
     if blobs.RECORD in message.content:
-        blobs.unpack(node.federation.store, message.content[blobs.RECORD])
+        blobs.unpack(node.federation.store, message.content[blobs.RECORD], _named(node, message))
     return node
+
+
+def _named(node: Node, message: Message) -> set[Cid]:
+    """The CIDs the chain names for what this message asks: the round's base (train), the
+    base, commitments and global model (attest), the global model (evaluate)."""
+    config = message.content["config"]
+    if "round" not in config or message.metadata.message_type.endswith("hello"):
+        return set()
+    ledger = node.federation.ledger
+    state = ledger.round(int(config["round"]))
+    named = {cid for cid in (state.base, state.global_model) if cid is not None}
+    if message.metadata.message_type.endswith("attest"):
+        named |= {record.cid for record in ledger.commitments(state.round)}
+    return named
 
 
 def _config(message: Message) -> dict[str, Any]:

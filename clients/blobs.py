@@ -11,10 +11,11 @@ the chain, never from the message.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 from flwr.app import ConfigRecord
 
+from fl_chain.errors import InvalidCid
 from fl_chain.protocol import ProtocolError
 from fl_chain.storage.blockstore import ContentStore
 from fl_chain.storage.cid import Cid
@@ -28,11 +29,18 @@ def pack(store: ContentStore, cids: Iterable[Cid]) -> ConfigRecord:
     return ConfigRecord({str(cid): store.get(cid) for cid in dict.fromkeys(cids)})
 
 
-def unpack(store: ContentStore, record: ConfigRecord) -> list[Cid]:
-    """Stores every carried blob after checking it hashes to the CID it came under."""
+def unpack(store: ContentStore, record: ConfigRecord, wanted: Collection[Cid]) -> list[Cid]:
+    """Stores the carried blobs whose CIDs are `wanted` (what the chain names for the
+    request: anything else could only fill the disk), after checking each hashes to the
+    CID it came under."""
     stored = []
     for key, data in record.items():
-        claimed = Cid.parse(str(key))
+        try:
+            claimed = Cid.parse(str(key))
+        except InvalidCid:
+            continue
+        if claimed not in wanted:
+            continue
         if not isinstance(data, bytes):
             raise ProtocolError(f"the blob sent as {claimed} is not bytes")
         found = cid_of(data)

@@ -25,7 +25,7 @@ from fl_chain.messages import Ticket
 from fl_chain.participant import Trained, TrainFn
 
 KINDS = ("crash", "hang", "nan")
-MAX_HANG = 86_400.0
+MAX_HANG = 3_600.0
 
 
 class DrillFailure(FlChainError):

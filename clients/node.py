@@ -136,7 +136,7 @@ def check_settings(ledger: Ledger, settings: RunSettings) -> None:
                          f"deployed for ({'; '.join(differences)}): refused before touching any data")
 
 
-@lru_cache(maxsize=8)
+@lru_cache(maxsize=1024)  # one per participant a process plays: its answers live here
 def _simulated_node(settings_json: str, index: int) -> Node:
     settings = RunSettings.from_json(settings_json)
     if not settings.keys_dir:
@@ -254,7 +254,13 @@ def _agreed_preprocessing(federation: Federation, settings: RunSettings, address
                   for who, record in settings.summaries.items()}
     except (MalformedMessage, ValueError) as refused:
         raise ProtocolError(f"the sites' data summaries the aggregator sent are not all genuine: {refused}") from None
-    participants = {m.address for m in federation.ledger.members() if m.active and Role.PARTICIPANT in m.roles}
+    members = {m.address: m for m in federation.ledger.members() if m.active and Role.PARTICIPANT in m.roles}
+    participants = set(members)
+    for who, item in signed.items():  # a site's weight in the scaling is its rows: no more than it may claim
+        rows = int(item.summary.statistics.count.max())
+        if who in members and rows > members[who].example_cap:
+            raise ProtocolError(f"the data summary of {who} counts {rows} rows, above the {members[who].example_cap} "
+                                "examples it was admitted with")
     if set(signed) != participants:
         raise ProtocolError(f"the aggregator sent data summaries of {sorted(signed)}, not of the federation's "
                             f"participants {sorted(participants)}")

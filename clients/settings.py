@@ -46,6 +46,8 @@ class TrainingSettings:
             )
         if not 0 < self.learning_rate < 1e6:
             raise UsageError(f"learning_rate must be positive (and below 1e6), got {self.learning_rate}")
+        if not 0 <= self.momentum < 1:
+            raise UsageError(f"momentum must be in [0, 1), got {self.momentum}")
 
 
 @dataclass(frozen=True)

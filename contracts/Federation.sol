@@ -212,6 +212,7 @@ contract Federation {
     error LengthMismatch();
     error WeakX25519Key(address member);
     error RolesConflict(address member);
+    error RolesChanged(address member, uint8 before, uint8 requested);
     error ExampleCapAboveMaximum(address member, uint64 cap, uint64 maximum);
     error UnexpectedRound(uint64 given, uint64 expected);
     error RoundInProgress(uint64 round, RoundStatus status);
@@ -312,7 +313,8 @@ contract Federation {
         aggregator = next;
     }
 
-    /// Adding a removed member again reactivates it at its old index, so bitmaps stay valid.
+    /// Adding a removed member again reactivates it at its old index (with its old roles: an
+    /// address never changes what it does), so bitmaps stay valid.
     function _addMember(address member, bytes32 x25519, uint8 roles, uint64 cap) private {
         if (member == address(0) || roles == 0 || roles > 7) revert InvalidParameters();
         if (roles & ROLE_AGGREGATOR != 0 && roles & ROLE_VALIDATOR != 0) revert RolesConflict(member);
@@ -321,6 +323,9 @@ contract Federation {
         if (exampleCap > maxExamples) revert ExampleCapAboveMaximum(member, exampleCap, maxExamples);
         Member storage m = members[member];
         if (m.active) revert MemberExists(member);
+        // roles are an address's for good: re-admitting a validator as the aggregator (or
+        // back) would let it attest a round it finalized
+        if (m.roles != 0 && m.roles != roles) revert RolesChanged(member, m.roles, roles);
         if (m.roles == 0) {
             m.index = uint32(memberAddresses.length);
             memberAddresses.push(member);
@@ -556,6 +561,11 @@ contract Federation {
         Member storage m = members[validator];
         if (m.roles & ROLE_VALIDATOR == 0 || validator == aggregator) return false;
         return _onCommittee(m, _session(round, rd.attempt));
+    }
+
+    /// The validators frozen when the current attempt of `round` opened, as a bitmap word.
+    function eligibleWord(uint64 round, uint256 word) external view returns (uint256) {
+        return eligibleBits[_session(round, rounds[round].attempt)][word];
     }
 
     function hasAttested(uint64 round, address validator) external view returns (bool) {

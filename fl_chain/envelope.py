@@ -256,9 +256,30 @@ def seal_encoded(
 
 def read_header(blob: bytes) -> UpdateHeader:
     """The clear-text header, readable without keys (e.g. by an auditor comparing it to
-    the on-chain commitment). It is authenticated only by `open_envelope`: before that,
-    it is merely what the bytes claim."""
-    return _parse(blob).header
+    the on-chain commitment); the first bytes of an envelope are enough. It is
+    authenticated only by `open_envelope`: before that, it is merely what the bytes claim."""
+    return _parse_header(_Reader(blob))
+
+
+def _parse_header(reader: _Reader) -> UpdateHeader:
+    magic = bytes(reader.take(len(MAGIC), "magic"))
+    if magic != MAGIC:
+        raise MalformedEnvelope(
+            f"not an fl-chain update envelope: starts with {magic!r}, not {MAGIC!r}"
+        )
+    version = reader.integer(1, "version")
+    if version != ENVELOPE_VERSION:
+        raise MalformedEnvelope(
+            f"envelope version {version} is not supported (this build reads {ENVELOPE_VERSION})"
+        )
+    header_length = reader.integer(4, "header length")
+    if header_length > MAX_HEADER:
+        raise MalformedEnvelope(f"envelope header of {header_length} bytes is longer than any header ({MAX_HEADER})")
+    header_bytes = bytes(reader.take(header_length, "header"))
+    try:
+        return UpdateHeader.from_bytes(header_bytes)
+    except InvalidHeader as exc:
+        raise MalformedEnvelope(f"envelope header is invalid: {exc}") from exc
 
 
 def open_envelope(
@@ -353,24 +374,8 @@ class _Reader:
 
 def _parse(blob: bytes) -> _ParsedEnvelope:
     reader = _Reader(blob)
-    magic = bytes(reader.take(len(MAGIC), "magic"))
-    if magic != MAGIC:
-        raise MalformedEnvelope(
-            f"not an fl-chain update envelope: starts with {magic!r}, not {MAGIC!r}"
-        )
-    version = reader.integer(1, "version")
-    if version != ENVELOPE_VERSION:
-        raise MalformedEnvelope(
-            f"envelope version {version} is not supported (this build reads {ENVELOPE_VERSION})"
-        )
-    header_length = reader.integer(4, "header length")
-    if header_length > MAX_HEADER:
-        raise MalformedEnvelope(f"envelope header of {header_length} bytes is longer than any header ({MAX_HEADER})")
-    header_bytes = bytes(reader.take(header_length, "header"))
-    try:
-        header = UpdateHeader.from_bytes(header_bytes)
-    except InvalidHeader as exc:
-        raise MalformedEnvelope(f"envelope header is invalid: {exc}") from exc
+    header = _parse_header(reader)
+    header_bytes = header.to_bytes()  # canonical: the bytes just read
 
     count = reader.integer(2, "recipient count")
     if count == 0:

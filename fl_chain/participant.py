@@ -76,6 +76,7 @@ class ParticipantRole:
     # answers the same without training, storing or watching again (a deployed site keeps
     # it on disk: its ClientApp lives for one message)
     answered: MutableMapping[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
+    evaluated: dict[tuple[int, str], dict[str, Any]] = field(default_factory=dict)  # by (round, model)
 
     def train(self, payload: Mapping[str, Any]) -> dict[str, Any]:
         """Fetch the announced model (checked against the chain), train, seal, store, sign."""
@@ -101,10 +102,13 @@ class ParticipantRole:
         return records
 
     def attest(self, payload: Mapping[str, Any]) -> dict[str, Any]:
-        """Judge the chain's finalized attempt with this validator's own key and attest what it finds."""
+        """Judge the chain's finalized attempt with this validator's own key and attest what it
+        finds (once: asked again, it says it already did, without judging again)."""
         round_number = read_int(payload, "round", "the attestation request", 1)
         start = time.perf_counter()
         identity = self.identity()
+        if self.federation.ledger.has_attested(round_number, identity.address):
+            return {"attestation": {"validator": identity.address, "already": "yes"}, "metrics": {}}
         judgement = protocol.judge(self.federation, identity, round_number)
         gas = protocol.attest(self.federation, identity, round_number, judgement.model)
         metrics = {"gas": float(gas), "seconds_attest": time.perf_counter() - start}
@@ -119,12 +123,16 @@ class ParticipantRole:
         finalized = self.federation.ledger.round(round_number).global_model
         if announced != finalized:
             raise ProtocolError(f"asked to evaluate {announced}, but round {round_number} finalized {finalized}")
+        if (round_number, str(announced)) in self.evaluated:
+            return self.evaluated[(round_number, str(announced))]
         base = protocol.load_model(self.federation.store, self.federation.ledger.round(round_number).base)
         evaluated = self.evaluate_fn(protocol.load_model(self.federation.store, announced, protocol.model_cap(base)))
         evaluation = Evaluation.sign(self.identity().account, self.federation.address, self.federation.chain_id,
                                      round_number, announced, evaluated.metrics, evaluated.examples)
-        return {"evaluation": evaluation.to_record(),
-                "metrics": {"seconds_evaluate": time.perf_counter() - start}}
+        records = {"evaluation": evaluation.to_record(), "metrics": {"seconds_evaluate": time.perf_counter() - start}}
+        self.evaluated = {key: value for key, value in self.evaluated.items() if key[0] >= round_number}
+        self.evaluated[(round_number, str(announced))] = records
+        return records
 
 
 def commit_unless_relayed(ledger: Ledger, participant: LocalAccount, signed: SignedCommitment,

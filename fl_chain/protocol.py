@@ -168,10 +168,13 @@ class UpdateRules:
         return cls(base, schema_hash(base), norm_bound, model_cap(base), frozenset(recipients))
 
     @classmethod
-    def for_round(cls, federation: Federation, base: Cid, opened_block: int) -> UpdateRules:
-        """The rules of the attempt opened at `opened_block` on `base`, as every party reads them."""
-        return cls.of(load_model(federation.store, base), federation.ledger.parameters().update_norm_bound,
-                      update_recipients(federation, opened_block))
+    def for_round(cls, federation: Federation, round_number: int) -> UpdateRules:
+        """The rules of the current attempt of a round, as every party reads them from the chain."""
+        state = federation.ledger.round(round_number)
+        if state.base is None:
+            raise ProtocolError(f"round {round_number} has not opened: it has no rules yet")
+        return cls.of(load_model(federation.store, state.base), federation.ledger.parameters().update_norm_bound,
+                      update_recipients(federation, round_number))
 
 
 def model_cap(base: Mapping[str, np.ndarray]) -> int:
@@ -246,20 +249,23 @@ def fetch_global_model(federation: Federation, ticket: Ticket) -> dict[str, np.n
     return load_model(federation.store, ticket.base)
 
 
-def update_recipients(federation: Federation, opened_block: int | None = None) -> list[bytes]:
-    """X25519 keys that may open updates: the aggregator's and every validator's. With
-    `opened_block`, as the chain stood when the round opened (the validators frozen then
-    are the only ones that can attest it), so every party computes the same set whatever
-    the admin changes mid-round. A key nobody can seal for (a point of small order) is
-    skipped: one bad member card must not stop everyone from sealing."""
-    aggregator = federation.ledger.aggregator(opened_block)
-    keys = {
-        member.x25519
-        for member in federation.ledger.members(opened_block)
-        if member.active and (member.address == aggregator or (
-            Role.VALIDATOR in member.roles and (opened_block is None or member.since < opened_block)))
-    }
-    return sorted(key for key in keys if is_usable_recipient(key))
+def update_recipients(federation: Federation, round_number: int | None = None) -> list[bytes]:
+    """X25519 keys that may open updates: the aggregator's and every validator's. For a
+    round (`round_number`): the aggregator as the chain stood when
+    it opened and the validators the contract froze then (the only ones that can attest
+    it), so every party computes the same set whatever the admin changes mid-round. A key
+    nobody can seal for (a point of small order) is skipped: one bad member card must not
+    stop everyone from sealing."""
+    ledger = federation.ledger
+    opened_block = ledger.round(round_number).opened_block if round_number is not None else None
+    aggregator = ledger.aggregator(opened_block)
+    members = ledger.members(opened_block)
+    if round_number is not None:
+        frozen = set(ledger.frozen_validators(round_number))
+        chosen = [m for m in members if m.address == aggregator or m.address in frozen]
+    else:
+        chosen = [m for m in members if m.active and (m.address == aggregator or Role.VALIDATOR in m.roles)]
+    return sorted({m.x25519 for m in chosen if is_usable_recipient(m.x25519)})
 
 
 def sealing_randomness(identity: Identity) -> bytes:
@@ -286,7 +292,7 @@ def commit_update(
     """
     if recipients is None:
         with timed(stopwatch, "recipients"):
-            recipients = update_recipients(federation, federation.ledger.round(ticket.round).opened_block)
+            recipients = update_recipients(federation, ticket.round)
     header = UpdateHeader(
         federation=federation.address,
         chain_id=federation.chain_id,
@@ -405,6 +411,8 @@ def fetch_blob(store: ContentStore, cid: Cid, retries: FetchRetries = DEFAULT_RE
 
 # The first matching class names the reason; order matters where classes are nested.
 _EXCLUSION_CODES: tuple[tuple[type[FlChainError], ExclusionReason], ...] = (
+    (BlobTooLarge, ExclusionReason.WRONG_SHAPE),  # its root block declares it: anyone can check
+    (MalformedDag, ExclusionReason.WRONG_SHAPE),  # its blocks are there and are not a file we read
     (StoreError, ExclusionReason.UNAVAILABLE),
     (TamperedEnvelope, ExclusionReason.UNDECRYPTABLE),  # also MalformedEnvelope: truncated, not an envelope
     (NotARecipient, ExclusionReason.UNDECRYPTABLE),
@@ -497,7 +505,7 @@ def judge(federation: Federation, validator: Identity, round_number: int,
     records = federation.ledger.commitments(round_number)
     exclusions = dict(federation.ledger.exclusions(round_number))
     included = set(federation.ledger.included(round_number))
-    rules = UpdateRules.for_round(federation, state.base, state.opened_block)
+    rules = UpdateRules.for_round(federation, round_number)
     disputes: list[str] = []
     valid: list[WeightedUpdate] = []
     last_accounted = max((i for i, r in enumerate(records) if exclusions.get(r.participant) != ExclusionReason.LATE),

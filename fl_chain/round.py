@@ -35,6 +35,7 @@ from fl_chain.timing import Stopwatch
 from fl_chain.transport import ATTEST, EVALUATE, TRAIN, Reply, Request, Transport
 
 Checkpoint = Callable[[int, str], None]  # (round, point): the kill drill's hook (aggregator/drill.py)
+OWN_FIGURES = ("loss", "examples", "bytes", "gas")  # what a reply's unsigned metrics may say, besides seconds
 
 
 @dataclass(frozen=True)
@@ -216,7 +217,7 @@ class RoundCoordinator:
         chain. What it read is accounted for; a commitment landing after the read is the
         contract's to exclude as late, so this always converges."""
         round_number = ticket.round
-        rules = protocol.UpdateRules.for_round(self.federation, ticket.base, self.ledger.round(round_number).opened_block)
+        rules = protocol.UpdateRules.for_round(self.federation, round_number)
         self.progress.stage(round_number, "collecting updates by their on-chain CIDs")
         with stopwatch("collect"):
             collected = protocol.collect(self.federation, self.aggregator.x25519_private, round_number, rules,
@@ -310,9 +311,9 @@ class RoundCoordinator:
             self.progress.note(f"the evaluation of {reply.participant} is left out: {malformed}")
             return
         self._evaluations.append(evaluation)
-        if "accuracy" in evaluation.metrics:
-            self._metrics.setdefault(reply.participant, {})["accuracy"] = evaluation.metrics["accuracy"]
         self._note_metrics(reply.participant, reply.content.get("metrics"))
+        if "accuracy" in evaluation.metrics:  # the signed figure, and only it
+            self._metrics.setdefault(reply.participant, {})["accuracy"] = evaluation.metrics["accuracy"]
 
     # ------------------------------------------------------------ helpers
 
@@ -348,10 +349,13 @@ class RoundCoordinator:
         self.progress.note(f"excluded {participant}: {reason}")
 
     def _note_metrics(self, participant: str, record: object) -> dict[str, float]:
-        """A participant's own figures (loss, bytes, seconds): unverified, kept only if well-formed."""
+        """A participant's own figures (training loss, examples, bytes, gas, seconds):
+        unverified, kept only if well-formed, and never a name its signed evaluation owns."""
         figures: dict[str, float] = {}
         if isinstance(record, dict):
             for name in record:
+                if not (name in OWN_FIGURES or (isinstance(name, str) and name.startswith("seconds_"))):
+                    continue
                 try:
                     figures[str(name)] = read_float(record, name, "metrics")
                 except MalformedMessage:

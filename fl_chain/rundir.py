@@ -13,6 +13,8 @@ it runs or who pays).
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -56,13 +58,35 @@ class _PlainLoader(yaml.SafeLoader):
         return super().compose_node(parent, index)
 
 
+def check_regular(path: Path) -> None:
+    """A file of someone's run directory is read only if it is a regular file itself: a link
+    could point at the user's secrets (then copied into a report) or at a device that never
+    ends (/dev/zero)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        raise UsageError(f"{path} does not exist") from None
+    if stat.S_ISLNK(mode) or not stat.S_ISREG(mode):
+        raise UsageError(f"{path} is {'a link' if stat.S_ISLNK(mode) else 'not a regular file'}: a run directory's "
+                         "files are read only as they are")
+
+
+def read_run_file(path: Path, limit: int) -> bytes:
+    """The bytes of a regular file of a run directory, at most `limit` of them."""
+    check_regular(path)
+    with open(path, "rb") as handle:
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise UsageError(f"{path} is larger than such a file can be ({limit} bytes)")
+    return data
+
+
 def read_run_config(run_dir: Path) -> dict[str, Any]:
     """The experiment config a run wrote (config.yaml), as plain data, nothing resolved."""
     path = run_dir / "config.yaml"
     try:
-        if path.stat().st_size > MAX_CONFIG_BYTES:
-            raise UsageError(f"{path} is {path.stat().st_size} bytes, more than a run config ({MAX_CONFIG_BYTES})")
-        config = yaml.load(path.read_text(encoding="utf-8"), Loader=_PlainLoader)  # noqa: S506 - a safe loader
+        text = read_run_file(path, MAX_CONFIG_BYTES).decode("utf-8")
+        config = yaml.load(text, Loader=_PlainLoader)  # noqa: S506 - a safe loader
     except (OSError, UnicodeDecodeError, ValueError, RecursionError, yaml.YAMLError) as error:
         reason = "it nests too deeply" if isinstance(error, RecursionError) else " ".join(str(error).split())
         raise UsageError(f"{path} is not a readable config: {printable(reason)}") from None

@@ -51,6 +51,13 @@ class RoundSummary:
     resumed: bool = False
 
 
+TYPES: dict[str, type | tuple[type, ...]] = {
+    "round": int, "global_cid": str, "accepted": bool, "commitments": int, "included": int,
+    "accuracy": (float, int, type(None)), "loss": (float, int, type(None)), "gas_used": int, "seconds": (float, int),
+    "exclusions": list, "attempt": int, "resumed": bool,
+}
+
+
 class RunLog:
     """Writes metrics.csv, rounds.jsonl and summary.json into a run directory.
 
@@ -83,9 +90,14 @@ class RunLog:
 
     def _summary(self, number: int, line: str) -> RoundSummary:
         try:
-            return RoundSummary(**parse_json(line))
+            summary = RoundSummary(**parse_json(line))
         except (TypeError, ValueError) as error:
             raise UsageError(f"{self._rounds} line {number} is not a round summary: {printable(error)}") from None
+        for name, kind in TYPES.items():
+            value = getattr(summary, name)
+            if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+                raise UsageError(f"{self._rounds} line {number}: {name} is {printable(repr(value), 60)}")
+        return summary
 
     def evaluations(self, evaluations: Sequence[Evaluation]) -> None:
         """Appends a round's signed evaluations, in participant address order."""
@@ -102,7 +114,7 @@ class RunLog:
         for line in lines:
             try:
                 parse_json(line)
-            except json.JSONDecodeError:
+            except ValueError:
                 break
             complete.append(line)
         return complete

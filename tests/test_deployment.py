@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from aggregator.config import compose_experiment
 from clients.node import resolve_node
 from clients.settings import RunSettings
 from experiments.deployment_demo import Demo
@@ -21,7 +22,7 @@ from fl_chain import protocol
 from fl_chain.chain import rpc
 from fl_chain.chain.accounts import unlock_keystore
 from fl_chain.chain.anvil import AnvilNode
-from fl_chain.chain.federation import FederationParameters, Refusal, Role, task_hash
+from fl_chain.chain.federation import Refusal, Role, experiment_of, parameters_for
 from fl_chain.chain.federation_file import describe
 from fl_chain.chain.ledger import Ledger
 from fl_chain.errors import UsageError
@@ -83,8 +84,8 @@ def test_simulated_node_config_without_keys_is_named(tmp_path: Path) -> None:
         resolve_node("{}", {"something": "else"})
 
 
-EXPERIMENT = {"seed": 0, "num_participants": 1, "num_validators": 1, "task": {"name": "csv", "target": "target"},
-              "partition": {}, "strategy": {"name": "fedavg", "proximal_mu": 0.0}, "drills": []}
+EXPERIMENT = experiment_of(compose_experiment(["task=csv", "task.files=[data.csv]", "task.target=target", "quorum=1",
+                                               "num_validators=1", "attestation_threshold=1"]))
 
 
 def site(tmp_path: Path, anvil_node: AnvilNode, consortium: Consortium, experiment: dict[str, object],
@@ -92,7 +93,7 @@ def site(tmp_path: Path, anvil_node: AnvilNode, consortium: Consortium, experime
     """A federation deployed for `experiment`, and one site's keys and node config."""
     chain = rpc.connect(anvil_node.url)
     rpc.fund(chain, [identity.address for identity in consortium.everyone])
-    parameters = FederationParameters(task_hash(EXPERIMENT), 0, 1, 600, 1)
+    parameters = parameters_for(EXPERIMENT)
     ledger = Ledger.deploy(chain, consortium.admin.account, parameters, genesis_cid())
     (tmp_path / "password").write_text("pw")
     card = generate_org("site", tmp_path / "keys", "pw")

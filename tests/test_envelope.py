@@ -175,12 +175,19 @@ def test_a_header_edited_to_the_expected_round_does_not_authenticate() -> None:
 @pytest.mark.parametrize("length", [0, 3, 8, 100, -17, -1])
 def test_truncated_envelope_is_malformed(length: int) -> None:
     with pytest.raises(MalformedEnvelope, match="truncated"):
-        read_header(sealed()[:length])
+        open_envelope(sealed()[:length], AGGREGATOR.x25519_private, EXPECTED)
+
+
+def test_the_clear_header_is_read_from_the_first_bytes_alone() -> None:
+    blob = sealed()
+    assert read_header(blob[:4096]) == read_header(blob) == HEADER
+    with pytest.raises(MalformedEnvelope, match="truncated"):
+        read_header(blob[:20])
 
 
 def test_trailing_bytes_are_malformed() -> None:
     with pytest.raises(MalformedEnvelope, match="unexpected bytes"):
-        read_header(sealed() + b"\x00")
+        open_envelope(sealed() + b"\x00", AGGREGATOR.x25519_private, EXPECTED)
 
 
 @pytest.mark.parametrize(

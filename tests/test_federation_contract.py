@@ -367,6 +367,19 @@ def test_no_member_both_aggregates_and_validates(chain: Chain, consortium: Conso
         ledger.attest(consortium.aggregator.account, 1, update_cid("g"))
 
 
+def test_a_member_comes_back_only_with_the_roles_it_had(chain: Chain, consortium: Consortium) -> None:
+    """Else the admin could re-admit a frozen validator as the aggregator, let it finalize,
+    switch it back and have it attest its own work."""
+    ledger = deploy_federation(chain, consortium)
+    admin, validator = consortium.admin.account, consortium.validators[0]
+    ledger.remove_member(admin, validator.address)
+    with pytest.raises(TransactionReverted, match="was admitted as validator and can only come back as that, not as aggregator") as caught:
+        ledger.add_members(admin, [(validator.address, validator.x25519_public, Role.AGGREGATOR)])
+    assert caught.value.error == "RolesChanged"
+    ledger.add_members(admin, [(validator.address, validator.x25519_public, Role.VALIDATOR)])
+    assert ledger.member(validator.address).active
+
+
 def test_a_validator_removed_mid_round_still_attests_it(chain: Chain, consortium: Consortium) -> None:
     """The committee is frozen when the round opens: an admin cannot silence a dissent by
     removing the validator (nor add one that agrees)."""

@@ -48,7 +48,7 @@ def train_round(federation: Federation, consortium: SimulatedConsortium, round_n
             data[-1] ^= 1
             path.write_bytes(bytes(data))
     protocol.relay(federation, consortium.aggregator, reversed(receipts))
-    rules = protocol.UpdateRules.for_round(federation, ticket.base, federation.ledger.round(ticket.round).opened_block)
+    rules = protocol.UpdateRules.for_round(federation, ticket.round)
     collected = protocol.collect(federation, consortium.aggregator.x25519_private, round_number, rules, retries=QUICK)
     tensors, cid = protocol.aggregate(federation, round_number, collected)
     protocol.finalize(federation, consortium.aggregator, round_number, cid, collected)

@@ -255,7 +255,7 @@ def measure_round(participants: int, validators: int, directory: Path, say: Prog
         started = time.perf_counter()
         # Every simulated participant would read the same keys from the same chain state.
         with commit("recipients"):
-            recipients = protocol.update_recipients(federation, federation.ledger.round(ROUND).opened_block)
+            recipients = protocol.update_recipients(federation, ROUND)
         receipts = []
         for index, participant in enumerate(consortium.participants):
             receipts.append(_participate(federation, participant, index, ticket, recipients, commit))
@@ -266,7 +266,7 @@ def measure_round(participants: int, validators: int, directory: Path, say: Prog
     with stages("relay"):
         outcome = protocol.relay(federation, consortium.aggregator, receipts)
     with stages("collect"):
-        rules = protocol.UpdateRules.for_round(federation, ticket.base, federation.ledger.round(ROUND).opened_block)
+        rules = protocol.UpdateRules.for_round(federation, ROUND)
         collected = protocol.collect(federation, consortium.aggregator.x25519_private, ROUND, rules)
     with stages("aggregate"):
         _, global_model = protocol.aggregate(federation, ROUND, collected)

@@ -28,6 +28,7 @@ from eth.consensus.noproof import NoProofConsensus
 from eth.db.atomic import AtomicDB
 from eth.vm.forks import PragueVM
 from eth.vm.spoof import SpoofTransaction
+from eth_account import Account
 from eth_account.typed_transactions import TypedTransaction
 from eth_tester import EthereumTester
 from eth_tester.backends.pyevm.main import PyEVMBackend
@@ -38,6 +39,7 @@ from web3 import Web3
 from web3.providers.eth_tester import EthereumTesterProvider
 from web3.providers.eth_tester.defaults import API_ENDPOINTS
 
+from fl_chain.chain.artifacts import FEDERATION
 from fl_chain.chain.journal import BlockJournal, BlockRecord, Genesis, JournalError
 
 DEFAULT_CHAIN_ID = 1337
@@ -340,23 +342,49 @@ class EmbeddedChain:
 REPLAY_GAS_BUDGET = 2_000_000_000
 
 
-def transaction_gas(raw: str) -> int:
-    """The gas a signed transaction may spend (typed or legacy), or 0 if it does not decode."""
-    try:
-        data = HexBytes(raw)
-        if data and data[0] < 0x7F:
-            return int(TypedTransaction.from_bytes(data).as_dict()["gas"])
-        return int.from_bytes(rlp.decode(data)[2], "big")
-    except Exception:  # noqa: BLE001 - the EVM refuses an undecodable transaction anyway
-        return 0
+def _fields(raw: str) -> tuple[int, bytes, bytes]:
+    """(gas, to, data) of a signed transaction, typed or legacy."""
+    encoded = HexBytes(raw)
+    if encoded and encoded[0] < 0x7F:
+        fields = TypedTransaction.from_bytes(encoded).as_dict()
+        return int(fields["gas"]), bytes(fields["to"]), bytes(fields["data"])
+    nonce, price, gas, to, value, data, *_ = rlp.decode(encoded)
+    return int.from_bytes(gas, "big"), bytes(to), bytes(data)
 
 
-def check_replay_budget(blocks: list[tuple[str, ...]], where: Path, budget: int | None) -> None:
-    """Refuses records whose transactions may spend more gas than `budget` (None: any)."""
-    total = sum(transaction_gas(raw) for transactions in blocks for raw in transactions)
+def check_replayable(blocks: list[tuple[str, ...]], where: Path, budget: int | None) -> None:
+    """Refuses records an fl-chain run cannot have made, before any is executed: only the
+    Federation's creation (the shipped code), calls to a federation created there and plain
+    transfers, and in all at most `budget` gas (None: any). Anything else (a contract of
+    someone's, precompiles in a loop) could keep a re-execution busy for hours."""
+    federation_code = bytes.fromhex(FEDERATION.bytecode.removeprefix("0x"))
+    created: set[bytes] = set()
+    total = 0
+    for transactions in blocks:
+        for raw in transactions:
+            try:
+                gas, to, data = _fields(raw)
+                sender = to_canonical_address(Account.recover_transaction(raw))
+            except Exception:  # noqa: BLE001 - the EVM refuses what does not decode; nothing to bound
+                continue
+            total += gas
+            if not to and data.startswith(federation_code):
+                created.add(keccak(rlp.encode([sender, _nonce_of(raw)]))[12:])
+            elif to and to not in created and data:
+                raise JournalError(f"{where} holds a transaction to {to_checksum_address(to)} that no fl-chain run "
+                                   "sends (not a call to its federation, not a plain transfer): not re-executed")
+            elif not to:
+                raise JournalError(f"{where} creates a contract that is not the Federation: not re-executed")
     if budget is not None and total > budget:
         raise JournalError(f"the transactions in {where} may spend {total:,} gas, more than this re-execution "
                            f"allows ({budget:,}; verify --gas-budget raises it): refused")
+
+
+def _nonce_of(raw: str) -> int:
+    encoded = HexBytes(raw)
+    if encoded and encoded[0] < 0x7F:
+        return int(TypedTransaction.from_bytes(encoded).as_dict()["nonce"])
+    return int.from_bytes(rlp.decode(encoded)[0], "big")
 
 
 def replay_journal(directory: Path, gas_budget: int | None = None) -> tuple[EmbeddedChain, list[BlockMismatch]]:
@@ -371,7 +399,7 @@ def replay_journal(directory: Path, gas_budget: int | None = None) -> tuple[Embe
         raise JournalError(f"the genesis in {directory} has gas limit {genesis.gas_limit} and time "
                            f"{genesis.timestamp}, not an embedded chain's ({GAS_LIMIT}, {GENESIS_TIMESTAMP})")
     records = list(journal.blocks())
-    check_replay_budget([record.transactions for record in records], directory, gas_budget)
+    check_replayable([record.transactions for record in records], directory, gas_budget)
     chain = EmbeddedChain(genesis, None)
     mismatches = list(chain._reexecute(iter(records)))
     return chain, mismatches

@@ -234,6 +234,10 @@ def explain_revert(revert: Revert) -> str:
             f"{a['validator']} is not on the committee drawn to attest round {a['round']} "
             "(validators admitted after a round opened do not attest it)"
         ),
+        "RolesChanged": lambda: (
+            f"{a['member']} was admitted as {Role(a['before']).name.lower()} and can only come back as that, not as "
+            f"{Role(a['requested']).name.lower()}: an address never changes what it does in a federation"
+        ),
         "RolesConflict": lambda: (
             f"{a['member']} cannot be both the aggregator and a validator: a validator checks the aggregator's work"
         ),

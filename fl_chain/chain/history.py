@@ -29,7 +29,7 @@ from fl_chain.chain.embedded import (
     GENESIS_TIMESTAMP,
     READER,
     EmbeddedChain,
-    check_replay_budget,
+    check_replayable,
 )
 from fl_chain.chain.journal import BlockRecord, Genesis
 from fl_chain.chain.ledger import Ledger
@@ -129,7 +129,7 @@ def replay_history(path: Path, gas_budget: int | None = None) -> Replayed:
     chain_id, blocks = _read(path)
     blocks = list(blocks)
     try:
-        check_replay_budget([tuple(transactions) for _, _, transactions in blocks], path, gas_budget)
+        check_replayable([tuple(transactions) for _, _, transactions in blocks], path, gas_budget)
     except ChainError as error:
         raise HistoryError(str(error)) from None
     unsigned: list[str] = []
@@ -172,14 +172,15 @@ def _read(path: Path) -> tuple[int, Iterator[tuple[int, int, list[str]]]]:
         if not isinstance(header, dict) or header.get("format") != HISTORY_FORMAT:
             raise ValueError(f"it is not {HISTORY_FORMAT}")
         chain_id = header["chain_id"]
-        if isinstance(chain_id, bool) or not isinstance(chain_id, int) or chain_id < 1:
+        if isinstance(chain_id, bool) or not isinstance(chain_id, int) or not 0 < chain_id < 2**63:
             raise ValueError(f"chain id {chain_id!r}")
         blocks = [parse_json(line) for line in lines[1:]]
         parsed = []
         for expected, block in enumerate(blocks, start=1):
             number, timestamp, transactions = block["number"], block["timestamp"], block["transactions"]
-            if number != expected or not isinstance(timestamp, int) or not isinstance(transactions, list) or not all(
-                    isinstance(raw, str) for raw in transactions):
+            if (number != expected or isinstance(timestamp, bool) or not isinstance(timestamp, int)
+                    or not 0 <= timestamp < 2**63 or not isinstance(transactions, list)
+                    or not all(isinstance(raw, str) for raw in transactions)):
                 raise ValueError(f"block entry {expected} is malformed")
             parsed.append((number, timestamp, transactions))
     except (OSError, IndexError, KeyError, TypeError, ValueError) as error:

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from eth_utils import is_address
+
 from fl_chain.errors import ChainError
 from fl_chain.jsonfiles import parse_json
 
@@ -33,6 +35,21 @@ class Genesis:
     alloc: dict[str, int] = field(default_factory=dict)
     fork: str = "prague"
     format: int = JOURNAL_FORMAT
+
+
+def _genesis_problem(genesis: Genesis) -> str | None:
+    """What makes a genesis one no chain could start from, or None."""
+    def integer(value: object, low: int, high: int) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and low <= value < high
+
+    if not (integer(genesis.chain_id, 1, 2**63) and integer(genesis.timestamp, 0, 2**63)
+            and integer(genesis.gas_limit, 1, 2**63)):
+        return "its chain id, time and gas limit must be positive integers below 2**63"
+    if not isinstance(genesis.alloc, dict) or not all(
+            isinstance(address, str) and is_address(address) and integer(balance, 0, 2**256)
+            for address, balance in genesis.alloc.items()):
+        return "its alloc must map addresses to balances from 0 to 2**256"
+    return None
 
 
 @dataclass(frozen=True)
@@ -73,6 +90,9 @@ class BlockJournal:
             raise JournalError(f"{path} is not a valid genesis file: {error}") from None
         if genesis.format != JOURNAL_FORMAT:
             raise JournalError(f"{path} has journal format {genesis.format}, expected {JOURNAL_FORMAT}")
+        problem = _genesis_problem(genesis)
+        if problem:
+            raise JournalError(f"{path} is not a valid genesis file: {problem}")
         return genesis
 
     def append(self, record: BlockRecord) -> None:

@@ -228,6 +228,11 @@ class Ledger:
         round_number, digest, codec = self.contract.functions.latestAccepted().call()
         return round_number, Cid(codec, bytes(digest))
 
+    def frozen_validators(self, round_number: int) -> list[str]:
+        """The validators frozen when the current attempt of the round opened (the only ones
+        that can be drawn to attest it, and so the recipients of its updates besides the aggregator)."""
+        return self._members_in(self.contract.functions.eligibleWord, round_number)
+
     def committed(self, round_number: int) -> list[str]:
         return self._members_in(self.contract.functions.committedWord, round_number)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -28,13 +29,13 @@ from fl_chain.chain import rpc
 from fl_chain.chain.chain import Chain
 from fl_chain.chain.embedded import REPLAY_GAS_BUDGET, replay_journal
 from fl_chain.chain.history import HISTORY_FILE, read_history, replay_history
-from fl_chain.chain.journal import BlockJournal
+from fl_chain.chain.journal import BLOCKS_FILE, GENESIS_FILE, BlockJournal
 from fl_chain.chain.ledger import Ledger
 from fl_chain.errors import FlChainError, UsageError, printable
-from fl_chain.jsonfiles import read_json
+from fl_chain.jsonfiles import parse_json
 from fl_chain.keyfile import read_key_file
 from fl_chain.protocol import Federation
-from fl_chain.rundir import open_run_dir
+from fl_chain.rundir import check_regular, open_run_dir, read_run_file
 from fl_chain.storage.blockstore import ContentStore, LocalStore
 from fl_chain.storage.ipfs import IpfsStore
 from fl_chain.verify.audit import audit
@@ -96,8 +97,14 @@ def _open(args: argparse.Namespace, findings: Findings) -> tuple[Federation, Pat
     return Federation(Ledger.attach(chain, address), _store(args, run_dir)), run_dir
 
 
+MAX_FEDERATION_FILE = 16 << 20  # a federation file lists its members: kilobytes, megabytes for a very large one
+
+
 def _federation_address(path: Path) -> str:
-    document = read_json(path, "federation file")
+    try:
+        document = parse_json(read_run_file(path, MAX_FEDERATION_FILE))
+    except ValueError as error:
+        raise UsageError(f"federation file {path} is not readable JSON: {printable(error)}") from None
     address = document.get("address") if isinstance(document, dict) else None
     if not isinstance(address, str) or not address.startswith("0x") or len(address) != 42:
         raise UsageError(f"{path} names no federation address (got {printable(address, 60)!r})")
@@ -111,6 +118,9 @@ def _federation_address(path: Path) -> str:
 def _replayed_chain(run_dir: Path, findings: Findings, gas_budget: int) -> Chain:
     """The run's chain, rebuilt by re-executing its signed transactions on a fresh EVM."""
     journal = run_dir / "ledger"
+    for record in (journal / GENESIS_FILE, journal / BLOCKS_FILE, run_dir / HISTORY_FILE):
+        if os.path.lexists(record):
+            check_regular(record)
     try:
         if BlockJournal(journal).exists:
             replayed, mismatches = replay_journal(journal, gas_budget)

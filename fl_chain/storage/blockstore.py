@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import stat
 from collections.abc import Iterator
 from hashlib import sha256
 from pathlib import Path
@@ -35,6 +36,7 @@ from fl_chain.storage.unixfs import (
 )
 
 TEMP_PREFIX = ".tmp-"
+MAX_BLOCK_BYTES = 4 << 20  # kubo refuses blocks over 2 MiB; ours are at most 256 KiB
 
 
 @runtime_checkable
@@ -198,14 +200,21 @@ class LocalStore:
         return os.path.exists(self.block_path(cid))
 
     def get_block(self, cid: Cid) -> bytes:
-        """One block's bytes, after checking they hash to `cid`."""
+        """One block's bytes, after checking they hash to `cid`. A store may come from someone
+        else (a published run): a block must be a regular file, not a link, of block size."""
+        path = self.block_path(cid)
         try:
-            with open(self.block_path(cid), "rb", buffering=0) as handle:
-                data = handle.read()
+            descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
         except FileNotFoundError:
             raise BlobNotFound(f"{cid} is not in the store") from None
-        except OSError as error:  # a directory or an unreadable file where the block should be
-            raise BlobCorrupted(f"block {cid} cannot be read from {self.block_path(cid)}: {error.strerror}") from None
+        except OSError as error:  # a link, or an unreadable file, where the block should be
+            raise BlobCorrupted(f"block {cid} cannot be read from {path}: {error.strerror}") from None
+        with open(descriptor, "rb", buffering=0) as handle:
+            if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+                raise BlobCorrupted(f"block {cid} at {path} is not a regular file")
+            data = handle.read(MAX_BLOCK_BYTES + 1)
+        if len(data) > MAX_BLOCK_BYTES:
+            raise BlobCorrupted(f"block {cid} at {path} is larger than any block ({MAX_BLOCK_BYTES} bytes)")
         actual = sha256(data).digest()
         if actual != cid.digest:
             found = Cid(cid.codec, actual)

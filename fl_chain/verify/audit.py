@@ -22,8 +22,11 @@ its accuracy and loss must follow from the participants' signed evaluations
 from __future__ import annotations
 
 import csv
+import io
 import math
+import os
 from collections.abc import Iterable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,13 +63,15 @@ from fl_chain.protocol import (
     encode_global_model,
     open_update,
 )
-from fl_chain.rundir import read_run_config
+from fl_chain.rundir import read_run_config, read_run_file
 from fl_chain.runlog import EVALUATIONS_FILE
+from fl_chain.storage import dag
 from fl_chain.storage.cid import Cid
 from fl_chain.storage.unixfs import cid_of
 from fl_chain.verify.findings import Findings
 
 EXCLUSION_CHECK = "exclusion justified"
+MAX_RUN_FILE = 256 << 20  # summary.json, evaluations.jsonl, metrics.csv of even a very long run
 WHO_ACTED = "who acted"
 _LATE = "it may have arrived after the aggregator gave up fetching it"
 
@@ -359,6 +364,7 @@ def audit(federation: Federation, keys: list[OpeningKey], run_dir: Path | None =
     """Runs every check; never raises for what it finds, only records it. `replayed` says
     the chain was rebuilt from the run directory's records (not a live node's)."""
     findings = Findings()
+    _HEADS.set({})
     ledger = federation.ledger
     code = bytes(ledger.chain.web3.eth.get_code(ledger.address))
     if deployed_code_matches(FEDERATION, code):
@@ -407,7 +413,7 @@ def _check_attempt(federation: Federation, lineage: RoundLineage, given: list[Op
     finalized, its global model, its re-aggregation and its dissents."""
     number = lineage.round
     base = _base_rules(federation, lineage, findings)
-    cap = base.max_blob if base is not None else MAX_MODEL_BYTES
+    cap = base.max_blob if base is not None else UNKNOWN_BASE_CAP
     keys = [key for key in given if key.public_key in lineage.recipient_keys]
     if given and not keys:
         findings.unchecked("keys given open this round", f"none of the keys given was a recipient of round {number} "
@@ -461,10 +467,37 @@ def _check_global_model(federation: Federation, lineage: RoundLineage, cap: int,
                     "the global model's header must name this federation, chain and round", round=number)
 
 
+HEAD_BYTES = 64 << 10  # an envelope's clear header is within its first bytes
+UNKNOWN_BASE_CAP = 64 << 20  # what a blob may declare when the round's base model cannot be read
+
+
+def _blob_head(federation: Federation, cid: Cid, cap: int) -> bytes:
+    """The first bytes of a blob, after every block of it is fetched and checked against its
+    CID (streamed: a blob that declares a gigabyte never sits in memory); each CID once."""
+    heads = _HEADS.get()
+    if (cid, cap) not in heads:
+        head = bytearray()
+        try:
+            for piece in dag.file_content(federation.store.get_block, cid, cap):  # type: ignore[attr-defined]
+                if len(head) < HEAD_BYTES:
+                    head += piece[: HEAD_BYTES - len(head)]
+            heads[(cid, cap)] = bytes(head)
+        except FlChainError as error:
+            heads[(cid, cap)] = error
+    found = heads[(cid, cap)]
+    if isinstance(found, FlChainError):
+        raise found
+    return found
+
+
+# what one audit has read of each blob (set for each call of `audit`)
+_HEADS: ContextVar[dict[tuple[Cid, int], bytes | FlChainError]] = ContextVar("blob heads")
+
+
 def _check_blob(federation: Federation, number: int, line: CommitmentLine, cap: int, findings: Findings) -> None:
     where = {"round": number, "participant": line.participant}
     try:
-        blob = federation.store.get(line.cid, max_size=cap)
+        blob = _blob_head(federation, line.cid, cap)
     except FlChainError as error:
         findings.failed("blob matches its CID", str(error), **where)
         return
@@ -543,7 +576,7 @@ def _check_exclusion_publicly(federation: Federation, number: int, line: Commitm
         _late_exclusion(line, findings, **where)
         return
     try:
-        blob = federation.store.get(line.cid, max_size=cap)
+        blob = _blob_head(federation, line.cid, cap)
     except FlChainError as error:
         if claimed == ExclusionReason.UNAVAILABLE:  # missing now proves nothing of then: a blob can be withheld
             findings.unchecked(EXCLUSION_CHECK, f"excluded as unavailable, and the blob is not in this store either: "
@@ -641,21 +674,33 @@ class RunFiles:
             self._parameters(config)
             self._who_acted(config)
 
-    def _final_model(self) -> None:
-        model_file = self.run_dir / "model.safetensors"
-        if self.accepted and model_file.is_file():
-            self.findings.expect("final model file", str(self.accepted[-1].global_model),
-                                 str(cid_of(model_file.read_bytes())), "model.safetensors must be the last accepted model")
-        elif self.accepted:
-            self.findings.failed("final model file", f"{model_file} is missing")
-
-    def _json(self, name: str) -> Any:
+    def _read(self, name: str, limit: int) -> bytes | None:
+        """A file of the run directory, if it is there as a regular file of at most `limit`
+        bytes; anything else is a finding."""
         path = self.run_dir / name
-        if not path.is_file():
+        if not os.path.lexists(path):
             return None
         try:
-            return parse_json(path.read_text())
-        except (OSError, ValueError) as error:
+            return read_run_file(path, limit)
+        except (FlChainError, OSError) as error:
+            self.findings.failed(f"{name} readable", str(error))
+            return None
+
+    def _final_model(self) -> None:
+        data = self._read("model.safetensors", MAX_MODEL_BYTES)
+        if self.accepted and data is not None:
+            self.findings.expect("final model file", str(self.accepted[-1].global_model), str(cid_of(data)),
+                                 "model.safetensors must be the last accepted model")
+        elif self.accepted:
+            self.findings.failed("final model file", f"{self.run_dir / 'model.safetensors'} is missing or unreadable")
+
+    def _json(self, name: str) -> Any:
+        data = self._read(name, MAX_RUN_FILE)
+        if data is None:
+            return None
+        try:
+            return parse_json(data)
+        except ValueError as error:
             self.findings.failed(f"{name} readable", f"{name} is not readable JSON: {error}")
             return None
 
@@ -677,15 +722,15 @@ class RunFiles:
     def _evaluations(self) -> dict[int, list[Evaluation]] | None:
         """The signed evaluations of each accepted model, by round; anything unsigned, of
         another model, by a non-participant or repeated is a failure."""
-        path = self.run_dir / EVALUATIONS_FILE
-        if not path.is_file():
-            self.findings.unchecked("evaluations signed", f"{EVALUATIONS_FILE} is missing: no figure of the run's "
-                                                          "accuracy or loss rests on a participant's signature")
+        data = self._read(EVALUATIONS_FILE, MAX_RUN_FILE)
+        if data is None:
+            self.findings.unchecked("evaluations signed", f"{EVALUATIONS_FILE} is missing or unreadable: no figure "
+                                                          "of the run's accuracy or loss rests on a signature")
             return None
         models = {lineage.round: lineage.global_model for lineage in self.accepted}
         by_round: dict[int, dict[str, Evaluation]] = {}
         problems = []
-        for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+        for number, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), start=1):
             try:
                 evaluation = Evaluation.from_record(parse_json(line), federation=self.federation.address,
                                                     chain_id=self.federation.chain_id)
@@ -756,24 +801,23 @@ class RunFiles:
                                                       "the aggregator's own measurements: nobody signed them")
 
     def _metrics_csv(self, evaluations: dict[int, list[Evaluation]]) -> None:
-        path = self.run_dir / "metrics.csv"
-        if not path.is_file():
+        data = self._read("metrics.csv", MAX_RUN_FILE)
+        if data is None:
             return
         signed = {(number, e.participant): e for number, found in evaluations.items() for e in found}
         mismatches = []
         try:
-            with open(path, newline="") as handle:
-                for row in csv.DictReader(handle):
-                    number = int(row["round"])
-                    accuracy = row.get("accuracy") or ""
-                    if row["scope"] == "round":
-                        expected = weighted_metrics(evaluations.get(number, [])).get("accuracy")
-                    elif (number, row["participant"]) in signed:
-                        expected = signed[(number, row["participant"])].metrics.get("accuracy")
-                    else:
-                        expected = None
-                    if accuracy and not _same(float(accuracy), expected):
-                        mismatches.append(f"round {number} {row['scope']} {row['participant']}: accuracy {accuracy}")
+            for row in csv.DictReader(io.StringIO(data.decode("utf-8", errors="replace"), newline="")):
+                number = int(row["round"])
+                accuracy = row.get("accuracy") or ""
+                if row["scope"] == "round":
+                    expected = weighted_metrics(evaluations.get(number, [])).get("accuracy")
+                elif (number, row["participant"]) in signed:
+                    expected = signed[(number, row["participant"])].metrics.get("accuracy")
+                else:
+                    expected = None
+                if accuracy and not _same(float(accuracy), expected):
+                    mismatches.append(f"round {number} {row['scope']} {row['participant']}: accuracy {accuracy}")
         except (OSError, KeyError, ValueError, csv.Error) as error:
             self.findings.failed("metrics.csv matches the signed evaluations", f"metrics.csv is malformed: {error!r}")
             return
@@ -785,7 +829,7 @@ class RunFiles:
                                                       "participants' and the aggregator's own words: unverified")
 
     def _config(self) -> dict[str, Any] | None:
-        if not (self.run_dir / "config.yaml").is_file():
+        if not os.path.lexists(self.run_dir / "config.yaml"):
             return None
         try:
             return read_run_config(self.run_dir)

@@ -7,6 +7,8 @@ import html
 from pathlib import Path
 from typing import Any
 
+from fl_chain.errors import UsageError
+from fl_chain.rundir import read_run_file
 from fl_chain.verify.audit import EXCLUSION_CHECK, Audit, CommitmentLine, RoundLineage
 from fl_chain.verify.findings import Finding, Status
 
@@ -119,7 +121,7 @@ def _lineage_json(lineage: RoundLineage) -> dict[str, Any]:
 def document_report(result: Audit, path: Path, run_dir: Path | None) -> None:
     """A report for people: the final model's lineage, the run's plots, every failure."""
     plots = [run_dir / name for name in ("accuracy.png", "loss.png", "label_distribution.png")] if run_dir else []
-    plots = [plot for plot in plots if plot.is_file()]
+    plots = [plot for plot in plots if _is_png(plot)]
     sections = _document_sections(result)
     if path.suffix.lower() in (".html", ".htm"):
         path.write_text(_html(sections, plots))
@@ -168,6 +170,19 @@ def _markdown(sections: list[tuple[str, list[str], list[list[str]]]], plots: lis
     if plots:
         out += ["## Metrics", ""] + [f"![{p.stem}]({_relative(p, base)})" for p in plots]
     return "\n".join(out) + "\n"
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+MAX_PLOT_BYTES = 16 << 20
+
+
+def _is_png(path: Path) -> bool:
+    """Only a plot the run made goes into a report: a regular PNG file, not a link to some
+    other file of the reader's (which the report would then carry to whoever gets it)."""
+    try:
+        return read_run_file(path, MAX_PLOT_BYTES).startswith(PNG_SIGNATURE)
+    except (UsageError, OSError):
+        return False
 
 
 def _relative(path: Path, base: Path) -> str:

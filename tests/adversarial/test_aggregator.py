@@ -203,3 +203,16 @@ def test_what_verify_cannot_judge_of_an_exclusion_is_a_warning_never_a_pass(
         [judged] = [f for f in result.findings.items if f.check == "exclusion justified"]
         assert judged.status.value == "unchecked"
         assert "WARNING: 1 exclusion(s) could not be re-judged" in text_report(result)
+
+
+def test_a_site_summary_counting_more_rows_than_its_cap_is_refused(cast: Cast) -> None:
+    honest = summaries(cast)
+    attacker = cast.participant(4)
+    cap = cast.ledger.member(attacker.address).example_cap
+    x = np.random.default_rng(0).normal(1e3, 1e4, size=(cap + 1, 3)).astype(np.float32)
+    bloated = SignedSummary.sign(attacker.account, cast.federation.address, cast.federation.chain_id,
+                                 TableSummary(("a", "b", "c"), (0, 1), FeatureStatistics.of(x)))
+    records = {address: item.to_record() for address, item in honest.items()} | {attacker.address: bloated.to_record()}
+    me = cast.address(0)
+    with pytest.raises(ProtocolError, match=f"counts {cap + 1} rows, above the {cap} examples it was admitted with"):
+        _agreed_preprocessing(cast.federation, settings_with(records), me, lambda: honest[me].summary)

@@ -88,7 +88,7 @@ def test_a_history_with_an_impersonated_attestation_does_not_verify(anvil_binary
                     for i, p in enumerate(consortium.participants)]
         protocol.relay(federation, consortium.aggregator, receipts)
         collected = protocol.collect(federation, consortium.aggregator.x25519_private, 1,
-                                     protocol.UpdateRules.for_round(federation, ticket.base, ledger.round(1).opened_block))
+                                     protocol.UpdateRules.for_round(federation, 1))
         _, model = protocol.aggregate(federation, 1, collected)
         protocol.finalize(federation, consortium.aggregator, 1, model, collected)
         honest, forged = consortium.validators[0], consortium.validators[1]

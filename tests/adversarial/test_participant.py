@@ -215,7 +215,7 @@ class SendsBlob:
 
 
 def recipients(cast: Cast) -> list[bytes]:
-    return protocol.update_recipients(cast.federation)
+    return protocol.update_recipients(cast.federation, 1)
 
 
 def test_a_payload_declaring_an_impossible_shape_is_an_exclusion(cast: Cast) -> None:
@@ -379,3 +379,26 @@ def test_the_same_training_request_asked_again_is_answered_once(cast: Cast) -> N
     first = role.train(ticket.to_record())
     assert all(role.train(ticket.to_record()) is first for _ in range(50))  # a flood costs nothing more
     assert len(watched) == 1
+
+
+def test_unsigned_figures_in_a_reply_never_stand_for_the_signed_ones(cast: Cast) -> None:
+    attacker = cast.address(ATTACKER)
+    boast = {"accuracy": 0.999, "loss": 0.0}
+    altered = Altered(cast.roles[attacker],
+                      train=lambda records: {**records, "metrics": {**records["metrics"], **boast}},
+                      evaluate=lambda records: {**records, "metrics": {**records["metrics"], **boast}})
+    cast.coordinator({attacker: altered}).run()
+    rows = (cast.directory / "run" / "metrics.csv").read_text()
+    assert "0.999" not in rows  # what metrics.csv says of its accuracy is its signed evaluation
+
+
+def test_a_flood_of_attestation_requests_is_judged_once(cast: Cast, monkeypatch: pytest.MonkeyPatch) -> None:
+    cast.coordinator().run()
+    judged = []
+    judge = protocol.judge
+    monkeypatch.setattr(protocol, "judge", lambda *args, **kwargs: judged.append(1) or judge(*args, **kwargs))
+    validator = cast.consortium.validators[0]
+    role = cast.roles[validator.address]
+    for _ in range(30):
+        assert role.attest({"round": 1})["attestation"]["already"] == "yes"
+    assert judged == []

@@ -30,6 +30,7 @@ from fl_chain.storage.cid import Cid
 from conftest import flchain
 
 SECRET = "s3cr3t-pa55word-of-the-user"
+pytestmark = pytest.mark.slow  # every test needs a finished run (the session's small Flower runs)
 
 
 @pytest.fixture
@@ -389,3 +390,60 @@ def test_a_key_that_opened_no_round_is_said_so_not_blamed_on_the_participants(pu
     assert code == 0, [f for f in result["findings"] if f["status"] == "failed"]
     assert findings_of(result, "keys given open this round")[0]["status"] == "unchecked"
     assert not findings_of(result, "update opens")
+
+
+def test_a_journal_with_a_transaction_no_run_sends_is_not_re_executed(published: Path) -> None:
+    """Blocks of someone's contract calling precompiles in a loop would keep verify busy for
+    hours within any gas budget: only the Federation, calls to it and transfers replay."""
+    from eth_account import Account
+
+    loop = Account.from_key(b"\x11" * 32).sign_transaction({
+        "to": None, "data": "0x5b600056", "value": 0, "gas": 59_000_000, "nonce": 0, "chainId": 1337,
+        "maxFeePerGas": 10**10, "maxPriorityFeePerGas": 10**9}).raw_transaction
+    blocks = published / "ledger" / BLOCKS_FILE
+    last = json.loads(blocks.read_text().splitlines()[-1])
+    extra = {**last, "number": last["number"] + 1, "transactions": ["0x" + bytes(loop).hex()]}
+    blocks.write_text(blocks.read_text() + json.dumps(extra) + "\n")
+    assert "creates a contract that is not the Federation" in one_line_error(flchain("verify", str(published)))
+
+
+@pytest.mark.parametrize("target", ["federation.json", "config.yaml", "evaluations.jsonl"])
+def test_a_file_that_is_a_link_to_a_device_is_refused_not_read_for_ever(published: Path, target: str) -> None:
+    (published / target).unlink()
+    (published / target).symlink_to("/dev/zero")
+    completed = flchain("verify", str(published))
+    assert completed.returncode in (1, 2) and "Traceback" not in completed.stderr
+    assert "is a link" in completed.stdout + completed.stderr
+
+
+def test_a_plot_that_links_to_the_users_secret_never_reaches_a_report(published: Path, tmp_path: Path) -> None:
+    secret = tmp_path / "id_ed25519"
+    secret.write_text("-----BEGIN OPENSSH PRIVATE KEY----- the user's own secret")
+    (published / "accuracy.png").unlink()
+    (published / "accuracy.png").symlink_to(secret)
+    flchain("verify", str(published), "--report", str(tmp_path / "report.html"))
+    import base64
+
+    page = (tmp_path / "report.html").read_text()
+    assert base64.b64encode(secret.read_bytes()).decode()[:40] not in page
+    assert page.count("data:image/png;base64,") == 2  # the run's two other plots, which are PNG files
+
+
+@pytest.mark.parametrize("genesis", [
+    pytest.param({"chain_id": 2**256}, id="chain id 2**256"),
+    pytest.param({"alloc": [1, 2]}, id="alloc a list"),
+    pytest.param({"alloc": {"0x" + "11" * 20: -1}}, id="a negative balance"),
+])
+def test_a_genesis_no_chain_starts_from_is_one_line(published: Path, genesis: dict[str, object]) -> None:
+    path = published / "ledger" / "genesis.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **genesis}))
+    assert "is not a valid genesis file" in one_line_error(flchain("verify", str(published)))
+
+
+@pytest.mark.parametrize("line", ["[" * 100 + "]" * 100, '{"round": 1, "commitments": "3"}', "1" + "0" * 5000])
+def test_a_malformed_rounds_log_is_one_line_on_resume(published: Path, small_runs: Path, line: str) -> None:
+    (published / "summary.json").unlink()
+    shutil.copytree(small_runs / "0" / "keys", published / "keys")
+    (published / "rounds.jsonl").write_text(line + "\n")
+    completed = flchain("resume", str(published))
+    assert completed.returncode in (1, 2) and "Traceback" not in completed.stderr, completed.stderr[-2000:]
