@@ -209,9 +209,10 @@ class LocalStore:
             raise BlobNotFound(f"{cid} is not in the store") from None
         except OSError as error:  # a link, or an unreadable file, where the block should be
             raise BlobCorrupted(f"block {cid} cannot be read from {path}: {error.strerror}") from None
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            os.close(descriptor)
+            raise BlobCorrupted(f"block {cid} at {path} is not a regular file")
         with open(descriptor, "rb", buffering=0) as handle:
-            if not stat.S_ISREG(os.fstat(descriptor).st_mode):
-                raise BlobCorrupted(f"block {cid} at {path} is not a regular file")
             data = handle.read(MAX_BLOCK_BYTES + 1)
         if len(data) > MAX_BLOCK_BYTES:
             raise BlobCorrupted(f"block {cid} at {path} is larger than any block ({MAX_BLOCK_BYTES} bytes)")
