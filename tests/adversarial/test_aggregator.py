@@ -43,16 +43,18 @@ def with_collect(monkeypatch: pytest.MonkeyPatch, change: Any) -> None:
     monkeypatch.setattr(protocol, "collect", lambda *args, **kwargs: change(honest(*args, **kwargs)))
 
 
+def excluding(victim: str, reason: ExclusionReason, claim: str) -> Any:
+    """A verdict change that drops `victim`'s update and blames it on `reason`."""
+    def change(collected: CollectedUpdates) -> CollectedUpdates:
+        kept = tuple(update for update in collected.updates if update.sender != victim)
+        return CollectedUpdates(kept, (*collected.exclusions, Exclusion(victim, claim, reason)), collected.seen)
+    return change
+
+
 def test_a_valid_update_excluded_under_a_false_reason_is_dissented_and_never_accepted(
         cast: Cast, monkeypatch: pytest.MonkeyPatch) -> None:
     victim = cast.address(VICTIM)
-
-    def censor(collected: CollectedUpdates) -> CollectedUpdates:
-        kept = tuple(update for update in collected.updates if update.sender != victim)
-        framed = Exclusion(victim, "the aggregator says it had the wrong shape", ExclusionReason.WRONG_SHAPE)
-        return CollectedUpdates(kept, (*collected.exclusions, framed), collected.seen)
-
-    with_collect(monkeypatch, censor)
+    with_collect(monkeypatch, excluding(victim, ExclusionReason.WRONG_SHAPE, "the aggregator says it had the wrong shape"))
     with pytest.raises(ProtocolError, match="round 1 failed 2 attempts in a row"):
         cast.coordinator(max_attempts=2).run()
     assert cast.ledger.round(1).status == RoundStatus.FAILED and cast.ledger.latest_accepted()[0] == 0
@@ -187,13 +189,7 @@ def test_what_verify_cannot_judge_of_an_exclusion_is_a_warning_never_a_pass(
     """An aggregator that calls a valid update unavailable, then withholds the blob: nothing
     after the fact can tell, so verify says so (with every key) instead of passing it."""
     victim = cast.address(VICTIM)
-
-    def unavailable(collected: CollectedUpdates) -> CollectedUpdates:
-        kept = tuple(update for update in collected.updates if update.sender != victim)
-        gone = Exclusion(victim, "the aggregator says it could not fetch it", ExclusionReason.UNAVAILABLE)
-        return CollectedUpdates(kept, (*collected.exclusions, gone), collected.seen)
-
-    with_collect(monkeypatch, unavailable)
+    with_collect(monkeypatch, excluding(victim, ExclusionReason.UNAVAILABLE, "the aggregator says it could not fetch it"))
     cast.coordinator().run()
     assert cast.ledger.round(1).status == RoundStatus.ACCEPTED  # validators cannot judge when a blob appeared
     [record] = [r for r in cast.ledger.commitments(1) if r.participant == victim]
