@@ -18,7 +18,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from aggregator.config import compose_experiment
 from aggregator.deployment import run_deployment
-from aggregator.launch import run_experiment
+from experiments.harness import run_experiment
 from fl_chain.errors import UsageError
 
 app = ServerApp()

@@ -15,11 +15,11 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from clients.drills import parse_drills
-from clients.settings import training_settings
 from fl_chain.chain.federation import AGGREGATION_RULES
 from fl_chain.chain.operator import RpcSettings
+from fl_chain.drills import parse_drills
 from fl_chain.errors import UsageError
+from fl_chain.settings import training_settings
 from fl_chain.storage.backends import BACKENDS as STORE_BACKENDS
 
 CHAIN_BACKENDS = ("embedded", "anvil", "rpc")

@@ -25,13 +25,11 @@ from flwr.serverapp import Grid
 from omegaconf import OmegaConf
 
 from aggregator.config import AGGREGATION_RULES, compose_experiment, validate
-from aggregator.launch import write_federation_file
 from aggregator.strategy import OnChainStrategy
-from clients.settings import RunSettings
 from fl_chain.chain import rpc
 from fl_chain.chain.accounts import unlock_keystore
 from fl_chain.chain.federation import experiment_of, parameter_differences, parameters_for
-from fl_chain.chain.federation_file import GENESIS_MODEL_FILE, FederationFile
+from fl_chain.chain.federation_file import GENESIS_MODEL_FILE, FederationFile, write_federation_file
 from fl_chain.chain.ledger import Ledger
 from fl_chain.errors import UsageError
 from fl_chain.identity import Identity
@@ -41,6 +39,7 @@ from fl_chain.progress import Progress
 from fl_chain.protocol import Federation
 from fl_chain.round import RoundPlan
 from fl_chain.runlog import RunLog
+from fl_chain.settings import RunSettings
 from fl_chain.storage.blockstore import LocalStore
 
 FORMAT = "fl-chain-aggregator/1"

@@ -24,10 +24,9 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result, Strategy
 
 from aggregator.drill import KillDrill
-from clients import blobs
-from clients.data.preprocessing import SignedSummary
-from clients.settings import RunSettings
+from fl_chain import blobs
 from fl_chain.chain.federation import Role
+from fl_chain.data.preprocessing import SignedSummary
 from fl_chain.errors import FlChainError
 from fl_chain.identity import Identity
 from fl_chain.messages import Greeting, MalformedMessage
@@ -35,6 +34,7 @@ from fl_chain.progress import Progress
 from fl_chain.protocol import Federation, ProtocolError
 from fl_chain.round import RoundCoordinator, RoundPlan
 from fl_chain.runlog import RunLog
+from fl_chain.settings import RunSettings
 from fl_chain.storage.cid import Cid
 from fl_chain.transport import ATTEST, EVALUATE, TRAIN, Reply, Request
 
@@ -48,7 +48,7 @@ class GridTransport:
 
     With `ship_blobs` (a deployment: every party keeps its own content store) the blobs a
     request needs travel with it, and a sealed update travels back with its receipt; each
-    is stored only under the CID it hashes to (clients/blobs.py)."""
+    is stored only under the CID it hashes to (fl_chain/blobs.py)."""
 
     def __init__(self, grid: Grid, federation: Federation, settings: RunSettings, progress: Progress,
                  ship_blobs: bool = False) -> None:
@@ -129,7 +129,7 @@ class GridTransport:
         records: dict[str, ConfigRecord] = {"config": ConfigRecord({**request.payload,
                                                                     "settings": self.settings.to_json()})}
         if self.ship_blobs and request.carried:
-            records[blobs.RECORD] = blobs.pack(self.federation.store, request.carried)
+            records[blobs.RECORD] = ConfigRecord(blobs.pack(self.federation.store, request.carried))
         return Message(RecordDict(records), dst_node_id=self.nodes[request.participant],
                        message_type=MESSAGE_TYPES[request.kind])
 

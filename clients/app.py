@@ -4,14 +4,14 @@ A thin adapter: Flower carries requests in and records out; what a participant d
 them is `fl_chain.participant.ParticipantRole`, against the chain and the content store.
 In a simulation model weights never travel in Flower messages, only CIDs; in a
 deployment each organization has its own store, so blobs travel with the messages and are
-checked against their CIDs (clients/blobs.py). Who this node is, where its data is and
+checked against their CIDs (fl_chain/blobs.py). Who this node is, where its data is and
 which store it keeps comes from clients/node.py, which also refuses run settings whose
 hash is not the federation's task hash.
 
 Message types:
 - `query.hello`: prove which member this node speaks for (a signature over the
   aggregator's challenge) and, in a deployment, sign what the other sites need of its
-  table to preprocess alike (clients/data/preprocessing.py);
+  table to preprocess alike (fl_chain/data/preprocessing.py);
 - `train`: fetch the round's model by CID, check it against the chain, train, seal,
   store, sign; reply with the receipt (and, if it is not relayed in time, commit it itself);
 - `query.attest`: judge a finalized round from chain and store, attest on chain;
@@ -27,9 +27,9 @@ from typing import Any
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from clients import blobs
-from clients.data.preprocessing import SignedSummary
 from clients.node import Node, resolve_node
+from fl_chain import blobs
+from fl_chain.data.preprocessing import SignedSummary
 from fl_chain.messages import Greeting, read_hex
 from fl_chain.storage.cid import Cid
 
@@ -71,7 +71,7 @@ def _reply(message: Message, node: Node, records: Mapping[str, Mapping[str, Any]
         for name, values in records.items()
     }
     if node.ships_blobs and "receipt" in records:
-        content[blobs.RECORD] = blobs.pack(node.federation.store, [Cid.parse(str(records["receipt"]["cid"]))])
+        content[blobs.RECORD] = ConfigRecord(blobs.pack(node.federation.store, [Cid.parse(str(records["receipt"]["cid"]))]))
     return Message(RecordDict(content), reply_to=message)
 
 

@@ -29,14 +29,6 @@ from typing import Any
 
 from eth_utils import to_checksum_address
 
-from clients.data.dataset import ParticipantData
-from clients.data.preprocessing import SharedPreprocessing, SignedSummary, TableSummary
-from clients.data.tables import load_own_table, summarize_table
-from clients.drills import drilled, parse_drills
-from clients.models import build_model, load_weights, model_weights
-from clients.seeding import derive_seed
-from clients.settings import RunSettings, TrainingSettings, load_dataset
-from clients.training import evaluate, train
 from fl_chain.chain import rpc
 from fl_chain.chain.accounts import KeystoreError, unlock_keystore
 from fl_chain.chain.commitment import SignedCommitment
@@ -44,6 +36,10 @@ from fl_chain.chain.federation import Role, parameter_differences, parameters_fo
 from fl_chain.chain.federation_file import FederationFile
 from fl_chain.chain.ledger import Ledger
 from fl_chain.consortium import SimulatedConsortium
+from fl_chain.data.dataset import ParticipantData
+from fl_chain.data.preprocessing import SharedPreprocessing, SignedSummary, TableSummary
+from fl_chain.data.tables import load_own_table, summarize_table
+from fl_chain.drills import drilled, parse_drills
 from fl_chain.errors import UsageError
 from fl_chain.identity import Identity
 from fl_chain.jsonfiles import read_json
@@ -51,8 +47,12 @@ from fl_chain.keyfile import read_key_file
 from fl_chain.messages import MalformedMessage, Receipt, Ticket
 from fl_chain.participant import Evaluated, ParticipantRole, Trained, watch_in_thread
 from fl_chain.protocol import Federation, ProtocolError
+from fl_chain.seeding import derive_seed
+from fl_chain.settings import RunSettings, TrainingSettings, load_dataset
 from fl_chain.storage.backends import open_store
 from fl_chain.storage.blockstore import LocalStore
+from fl_chain.tasks.models import build_model, load_weights, model_weights
+from fl_chain.tasks.training import evaluate, train
 
 DEPLOYMENT_KEYS = ("keystore", "password-file", "x25519-key", "federation-file", "chain-url", "data-file", "store-dir")
 DEFAULT_TARGET = "target"
@@ -72,7 +72,7 @@ class Node:
     """This node's participant: its keys, its view of the federation, its role in rounds.
 
     `ships_blobs` is set in a deployment, where the store is this organization's own:
-    blobs others need travel in Flower messages (clients/blobs.py)."""
+    blobs others need travel in Flower messages (fl_chain/blobs.py)."""
 
     index: int
     address: str

@@ -41,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 def handle(args: argparse.Namespace) -> int:
     from aggregator.config import validate
-    from aggregator.launch import Experiment  # Flower and torch: only when deploying
+    from experiments.harness import Experiment  # Flower and torch: only when deploying
 
     out: Path = args.out
     if out.exists():

@@ -175,7 +175,7 @@ class Demo:
     def _write_data_slices(self, orgs: Sequence[Path]) -> None:
         """Each organization's data: its share of breast_cancer as a CSV file of its own."""
         from aggregator.config import compose_experiment
-        from clients.settings import load_dataset
+        from fl_chain.settings import load_dataset
 
         dataset = load_dataset(compose_experiment(self.overrides))
         for org, share in zip(orgs, dataset.participants):

@@ -13,10 +13,10 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
 from flwr.simulation import run_simulation
 
-from clients.models import build_model
-from clients.seeding import derive_seed
-from clients.settings import RunSettings, load_dataset
-from clients.training import evaluate, train
+from fl_chain.seeding import derive_seed
+from fl_chain.settings import RunSettings, load_dataset
+from fl_chain.tasks.models import build_model
+from fl_chain.tasks.training import evaluate, train
 
 client_app = ClientApp()
 

@@ -44,9 +44,10 @@ def handle(args: argparse.Namespace) -> int:
     config = compose_from_run(run_dir, args.overrides)
     before = _global_models(run_dir / "summary.json")
 
-    from aggregator.launch import run_experiment  # Flower and torch: only when running
+    from experiments.harness import run_experiment  # Flower and torch: only when running
+    from experiments.simulation import simulate
 
-    reproduced = run_experiment(config, out, confirm=confirmer(args.yes))
+    reproduced = run_experiment(config, out, simulate, confirm=confirmer(args.yes))
     after = {r["round"]: r["global_cid"] for r in reproduced["rounds"]}
     print(f"{'round':>5}  {'original':<61} {'reproduced':<61} same")
     for number in sorted(before.keys() | after.keys()):

@@ -38,7 +38,8 @@ def handle(args: argparse.Namespace) -> int:
     config = compose_from_run(run_dir, args.overrides)
     stored_elsewhere(run_dir, args.overrides)
 
-    from aggregator.launch import resume_experiment  # Flower and torch: only when running
+    from experiments.harness import resume_experiment  # Flower and torch: only when running
+    from experiments.simulation import simulate
 
-    resume_experiment(run_dir, config, confirm=confirmer(args.yes))
+    resume_experiment(run_dir, config, simulate, confirm=confirmer(args.yes))
     return 0

@@ -26,14 +26,15 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
 def experiment(cfg: DictConfig) -> float | None:
     from aggregator.config import resolve_config
-    from aggregator.launch import run_experiment  # Flower and torch: only when running
+    from experiments.harness import run_experiment  # Flower and torch: only when running
+    from experiments.simulation import simulate
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         config = resolve_config(cfg)
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(config)))
-        summary = run_experiment(config, run_dir)
+        summary = run_experiment(config, run_dir, simulate)
     except FlChainError as error:
         print(f"flchain: error: {error}", file=sys.stderr)
         raise SystemExit(error.exit_code) from None

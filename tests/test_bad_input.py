@@ -53,7 +53,7 @@ CASES = [
     pytest.param(("run", "-m", "task=digits,nope"), "task=nope: choose one of", id="sweep-group-option"),
     pytest.param(("run", "-m", "seed=0,1", "--cfg", "job"), "only one of --multirun, --cfg may be given",
                  id="hydra-modes"),
-    # values (aggregator.launch.validate, reached for every job before the first one runs)
+    # values (aggregator.config.validate, reached for every job before the first one runs)
     pytest.param(("run", "quorum=9"), "quorum 9 must be between 1 and num_participants (5)", id="quorum"),
     pytest.param(("run", "-m", "quorum=2,9"), "quorum 9 must be between 1 and num_participants (5)",
                  id="quorum-in-sweep"),

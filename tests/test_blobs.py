@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from flwr.app import ConfigRecord
 
-from clients import blobs
+from fl_chain import blobs
 from fl_chain.protocol import ProtocolError
 from fl_chain.storage.blockstore import LocalStore
 from fl_chain.storage.unixfs import cid_of

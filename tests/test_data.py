@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 from sklearn.datasets import load_breast_cancer
 
-from clients.data.builtin import load_builtin
-from clients.data.normalization import FeatureStatistics, Standardization
-from clients.data.partition import Partitioning, partition
-from clients.data.plots import plot_label_distribution
-from clients.data.split import split_participant
-from clients.data.tables import load_tables
+from fl_chain.data.builtin import load_builtin
+from fl_chain.data.normalization import FeatureStatistics, Standardization
+from fl_chain.data.partition import Partitioning, partition
+from fl_chain.data.plots import plot_label_distribution
+from fl_chain.data.split import split_participant
+from fl_chain.data.tables import load_tables
 from fl_chain.errors import DataError, UsageError
 
 BREAST_CANCER_ROWS = 569
@@ -83,7 +83,7 @@ def test_pathological_participants_see_only_their_classes() -> None:
 
 def test_pathological_with_too_few_slots_logs_the_rows_left_out(caplog: pytest.LogCaptureFixture) -> None:
     labels = np.repeat(np.arange(10), 10)
-    with caplog.at_level(logging.WARNING, logger="clients.data.partition"):
+    with caplog.at_level(logging.WARNING, logger="fl_chain.data.partition"):
         shares = partition(labels, 2, Partitioning("pathological", classes_per_participant=2), seed=0)
     assert sum(len(share) for share in shares) == 40
     assert "leaves out 60 rows" in caplog.text
@@ -215,7 +215,7 @@ def test_csv_and_parquet_participants(tmp_path: Path, caplog: pytest.LogCaptureF
     first.loc[4, "pressure"] = np.nan
     second = hospital(25, 1, labels=("healthy", "sick", "critical"))[["diagnosis", "pressure", "age"]]
     paths = [write(tmp_path / "a.csv", first), write(tmp_path / "b.parquet", second)]
-    with caplog.at_level(logging.WARNING, logger="clients.data.tables"):
+    with caplog.at_level(logging.WARNING, logger="fl_chain.data.tables"):
         dataset = load_tables(paths, target="diagnosis", seed=0)
     assert "a.csv: dropped 1 of 30 rows" in caplog.text
     assert dataset.task == "csv" and dataset.feature_names == ("age", "pressure")

@@ -16,7 +16,6 @@ import pytest
 
 from aggregator.config import compose_experiment
 from clients.node import resolve_node
-from clients.settings import RunSettings
 from experiments.deployment_demo import Demo
 from fl_chain import protocol
 from fl_chain.chain import rpc
@@ -30,6 +29,7 @@ from fl_chain.identity import Identity
 from fl_chain.keyfile import read_key_file
 from fl_chain.orgkeys import MemberCard, OrgFiles, generate_org
 from fl_chain.protocol import Federation
+from fl_chain.settings import RunSettings
 from fl_chain.storage.blockstore import LocalStore
 
 from conftest import Consortium, flchain, genesis_cid

@@ -10,16 +10,16 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from clients.baseline import centralized, local_only
-from clients.data.builtin import BUILTIN_TASKS, load_builtin
-from clients.data.dataset import FederatedDataset
-from clients.data.partition import Partitioning
-from clients.models import build_model, load_weights, model_weights
-from clients.seeding import derive_seed
-from clients.settings import TrainingSettings, training_settings
-from clients.training import Evaluation, evaluate, evaluate_participants, train
 from fl_chain.aggregation import WeightedUpdate, federated_average
+from fl_chain.data.builtin import BUILTIN_TASKS, load_builtin
+from fl_chain.data.dataset import FederatedDataset
+from fl_chain.data.partition import Partitioning
 from fl_chain.errors import SchemaMismatch, UsageError
+from fl_chain.seeding import derive_seed
+from fl_chain.settings import TrainingSettings, training_settings
+from fl_chain.tasks.baseline import centralized, local_only
+from fl_chain.tasks.models import build_model, load_weights, model_weights
+from fl_chain.tasks.training import Evaluation, evaluate, evaluate_participants, train
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from sklearn.datasets import load_breast_cancer
 
-from clients.data.preprocessing import SharedPreprocessing, TableSummary
-from clients.data.tables import load_own_table, load_tables, summarize_table
+from fl_chain.data.preprocessing import SharedPreprocessing, TableSummary
+from fl_chain.data.tables import load_own_table, load_tables, summarize_table
 from fl_chain.errors import DataError
 from fl_chain.protocol import ProtocolError
 

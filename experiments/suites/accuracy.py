@@ -2,8 +2,8 @@
 it gains over each participant training alone.
 
 For every task x partition x seed it trains the centralized and local-only baselines
-(clients.baseline, given the epochs of the whole federated run) and runs each strategy as
-a real fl-chain run (aggregator.launch.run_experiment on configs/config.yaml plus the
+(fl_chain.tasks.baseline, given the epochs of the whole federated run) and runs each strategy as
+a real fl-chain run (experiments.harness.run_experiment on configs/config.yaml plus the
 suite's overrides). configs/bench/accuracy.yaml describes the suite. A partition that
 cannot be drawn (a Dirichlet split leaving a participant too few rows even after
 flwr-datasets' redraws) is recorded as n/a with the reason, not a crash of the suite.
@@ -29,11 +29,12 @@ from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
 from aggregator.config import compose_experiment
-from aggregator.launch import run_experiment
-from clients.baseline import centralized, local_only
-from clients.settings import load_dataset, training_settings
+from experiments.harness import run_experiment
+from experiments.simulation import simulate
 from experiments.suites import environment
 from fl_chain.errors import DataError, FlChainError
+from fl_chain.settings import load_dataset, training_settings
+from fl_chain.tasks.baseline import centralized, local_only
 
 BASELINES = {"centralized": centralized, "local_only": local_only}
 METHOD_NAMES = {"centralized": "centralized", "local_only": "local-only", "fedavg": "FedAvg", "fedprox": "FedProx"}
@@ -196,7 +197,7 @@ def _federated(experiment: dict[str, Any], run_dir: Path, task: str, label: str,
     started = time.perf_counter()
     measured = dict(task=task, partition=label, seed=experiment["seed"], method=strategy, run=run_dir.name)
     try:
-        summary = run_experiment(experiment, run_dir)
+        summary = run_experiment(experiment, run_dir, simulate)
     except FlChainError as error:
         return Measurement(**measured, accuracy=None, seconds=round(time.perf_counter() - started, 1),
                            reason=str(error))

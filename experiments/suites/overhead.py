@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from aggregator.config import compose_experiment
-from aggregator.launch import run_experiment
-from clients.settings import RunSettings
+from experiments.harness import run_experiment
 from experiments.plain_flower import run_plain
+from experiments.simulation import simulate
 from experiments.suites.environment import markdown as environment_markdown
 from fl_chain.chain.federation import experiment_of
 from fl_chain.plots import plot_stacked_bars
+from fl_chain.settings import RunSettings
 
 TARGETS = {"embedded": 1.25, "anvil": 1.10}
 PARTICIPANT_STAGES = ("fetch", "train", "encode", "encrypt", "store", "sign")
@@ -57,7 +58,7 @@ def run(config: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="fl-chain-overhead-") as scratch:
         for backend in config["backends"]:
             run_dir = Path(scratch) / backend
-            summary = run_experiment({**experiment, "chain": {**experiment["chain"], **_chain(backend)}}, run_dir)
+            summary = run_experiment({**experiment, "chain": {**experiment["chain"], **_chain(backend)}}, run_dir, simulate)
             seconds = [r["seconds"] for r in summary["rounds"]]
             mean = statistics.mean(seconds[warmup:])
             results[backend] = {

@@ -170,3 +170,18 @@ def _hex_bytes(value: Any, size: int, key: str) -> bytes:
     if len(raw) != size:
         raise ValueError(f"{key} must be {size} bytes in hex, got {value!r}")
     return raw
+
+
+SEED_ACCOUNTS = "derived from the seed (a development chain the run started itself)"
+FRESH_ACCOUNTS = "generated for the run (keys/consortium.json)"
+
+
+def write_federation_file(path: Path, ledger: Ledger, genesis: Cid, seed_accounts: bool | None = None) -> None:
+    """The federation file members load (fl_chain.chain.federation_file), plus the members
+    and, for a simulated consortium, where its accounts come from."""
+    members = [{"address": m.address, "index": m.index, "roles": m.roles.name, "example_cap": m.example_cap}
+               for m in ledger.members()]
+    document = {**describe(ledger, genesis, None).to_json(), "members": members}
+    if seed_accounts is not None:
+        document["accounts"] = SEED_ACCOUNTS if seed_accounts else FRESH_ACCOUNTS
+    path.write_text(json.dumps(document, indent=1) + "\n")

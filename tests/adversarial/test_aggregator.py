@@ -16,17 +16,17 @@ import numpy as np
 import pytest
 
 from adversarial.cast import Cast, found_cast, local_data
-from clients.data.normalization import FeatureStatistics
-from clients.data.preprocessing import SignedSummary, TableSummary
 from clients.node import _agreed_preprocessing
-from clients.settings import RunSettings
 from fl_chain import protocol
 from fl_chain.aggregation import WeightedUpdate
 from fl_chain.chain.federation import ExclusionReason, RoundStatus
+from fl_chain.data.normalization import FeatureStatistics
+from fl_chain.data.preprocessing import SignedSummary, TableSummary
 from fl_chain.keyfile import OpeningKey
 from fl_chain.messages import Evaluation, Ticket, sign_text
 from fl_chain.participant import watch_in_thread
 from fl_chain.protocol import CollectedUpdates, Exclusion, ProtocolError
+from fl_chain.settings import RunSettings
 from fl_chain.verify.audit import audit
 from fl_chain.verify.render import text_report
 

@@ -14,10 +14,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 from sklearn.datasets import load_breast_cancer, load_digits
 
-from clients.data.dataset import FederatedDataset, ParticipantData
-from clients.data.normalization import standardize_federated
-from clients.data.partition import Partitioning, partition
-from clients.data.split import split_participant
+from fl_chain.data.dataset import FederatedDataset, ParticipantData
+from fl_chain.data.normalization import standardize_federated
+from fl_chain.data.partition import Partitioning, partition
+from fl_chain.data.split import split_participant
 from fl_chain.errors import UsageError
 
 DIGITS_MAX_PIXEL = 16.0

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from clients.data.dataset import FederatedDataset
+from fl_chain.data.dataset import FederatedDataset
 
 
 def plot_label_distribution(dataset: FederatedDataset, path: str | Path) -> Path:

@@ -9,11 +9,11 @@ federated run (rounds x local epochs) for a like-for-like comparison.
 
 from __future__ import annotations
 
-from clients.data.dataset import FederatedDataset, ParticipantData
-from clients.models import build_model
-from clients.seeding import derive_seed
-from clients.settings import TrainingSettings
-from clients.training import Evaluation, evaluate, train
+from fl_chain.data.dataset import FederatedDataset, ParticipantData
+from fl_chain.seeding import derive_seed
+from fl_chain.settings import TrainingSettings
+from fl_chain.tasks.models import build_model
+from fl_chain.tasks.training import Evaluation, evaluate, train
 
 
 def centralized(dataset: FederatedDataset, settings: TrainingSettings, *, seed: int) -> Evaluation:

@@ -29,10 +29,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from clients.data.dataset import FederatedDataset, ParticipantData
-from clients.data.normalization import FeatureStatistics, standardize_federated
-from clients.data.preprocessing import SharedPreprocessing, TableSummary
-from clients.data.split import MIN_ROWS, split_participant
+from fl_chain.data.dataset import FederatedDataset, ParticipantData
+from fl_chain.data.normalization import FeatureStatistics, standardize_federated
+from fl_chain.data.preprocessing import SharedPreprocessing, TableSummary
+from fl_chain.data.split import MIN_ROWS, split_participant
 from fl_chain.errors import DataError, UsageError
 
 TASK = "csv"

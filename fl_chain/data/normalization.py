@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from clients.data.dataset import ParticipantData
+from fl_chain.data.dataset import ParticipantData
 from fl_chain.errors import DataError
 
 

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 from typing import Any
 
-from clients.data.dataset import FederatedDataset
+from fl_chain.data.dataset import FederatedDataset
 from fl_chain.errors import UsageError
 from fl_chain.jsonfiles import parse_json
 
@@ -57,7 +57,7 @@ class RunSettings:
     contract: str
     store: dict[str, Any]  # the content store as every process opens it (fl_chain.storage.backends)
     keys_dir: str | None = None  # simulations: the run's keys/ (fl_chain/consortium.py)
-    # deployments: every site's signed data summary, by address (clients/data/preprocessing.py)
+    # deployments: every site's signed data summary, by address (fl_chain/data/preprocessing.py)
     summaries: dict[str, dict[str, str]] | None = None
 
     def to_json(self) -> str:
@@ -125,9 +125,9 @@ def load_dataset(experiment: Mapping[str, Any]) -> FederatedDataset:
 
 @lru_cache(maxsize=4)
 def _load_dataset(task_json: str, partition_json: str, num_participants: int, seed: int) -> FederatedDataset:
-    from clients.data.builtin import BUILTIN_TASKS, load_builtin
-    from clients.data.partition import Partitioning
-    from clients.data.tables import load_tables
+    from fl_chain.data.builtin import BUILTIN_TASKS, load_builtin
+    from fl_chain.data.partition import Partitioning
+    from fl_chain.data.tables import load_tables
 
     task = parse_json(task_json)
     test_fraction = float(task.get("test_fraction", 0.2))

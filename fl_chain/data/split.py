@@ -11,9 +11,9 @@ import math
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from clients.data.dataset import ParticipantData
-from clients.seeding import derive_seed
+from fl_chain.data.dataset import ParticipantData
 from fl_chain.errors import DataError, UsageError
+from fl_chain.seeding import derive_seed
 
 MIN_ROWS = 2  # one to train on, one to test on
 

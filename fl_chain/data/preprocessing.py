@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from eth_account.signers.local import LocalAccount
 
-from clients.data.normalization import FeatureStatistics, Standardization
+from fl_chain.data.normalization import FeatureStatistics, Standardization
 from fl_chain.errors import DataError
 from fl_chain.jsonfiles import parse_json
 from fl_chain.messages import MalformedMessage, read_hex, read_text, sign_text, signed_text, signer_of

@@ -21,7 +21,7 @@ from flwr_datasets.partitioner import (
 )
 from flwr_datasets.partitioner.partitioner import Partitioner
 
-from clients.data.split import MIN_ROWS
+from fl_chain.data.split import MIN_ROWS
 from fl_chain.errors import DataError, UsageError
 
 SCHEMES = ("iid", "dirichlet", "pathological")

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from clients.data.dataset import ParticipantData
-from clients.settings import TrainingSettings
+from fl_chain.data.dataset import ParticipantData
 from fl_chain.errors import UsageError
+from fl_chain.settings import TrainingSettings
 
 EVALUATION_BATCH = 4096
 

@@ -9,7 +9,6 @@ simulation with the on-chain strategy, then writes the run directory.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import shlex
@@ -19,18 +18,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from flwr.app import Context
-from flwr.serverapp import Grid, ServerApp
-from flwr.simulation import run_simulation
-
 from aggregator.config import RUN_OWNED_CHAINS, validate
 from aggregator.drill import KillDrill
 from aggregator.strategy import OnChainStrategy
-from clients.app import app as client_app
-from clients.baseline import centralized
-from clients.data.plots import plot_label_distribution
-from clients.models import build_model, model_weights
-from clients.settings import RunSettings, load_dataset, training_settings
 from fl_chain import protocol
 from fl_chain.chain import rpc
 from fl_chain.chain.anvil import AnvilNode
@@ -38,11 +28,12 @@ from fl_chain.chain.bridge import RpcBridge
 from fl_chain.chain.chain import Chain
 from fl_chain.chain.embedded import EmbeddedChain
 from fl_chain.chain.federation import FederationParameters, experiment_of, parameter_differences, parameters_for
-from fl_chain.chain.federation_file import describe
+from fl_chain.chain.federation_file import write_federation_file
 from fl_chain.chain.history import HISTORY_FILE, export_history
 from fl_chain.chain.ledger import Ledger
 from fl_chain.chain.operator import RpcSettings, connect_operator, fund_accounts
 from fl_chain.consortium import SimulatedConsortium
+from fl_chain.data.plots import plot_label_distribution
 from fl_chain.errors import ChainError, FlChainError, StoreError, UsageError
 from fl_chain.identity import Identity
 from fl_chain.jsonfiles import read_json
@@ -51,9 +42,12 @@ from fl_chain.progress import Progress
 from fl_chain.protocol import ProtocolError
 from fl_chain.round import RoundPlan
 from fl_chain.runlog import RunLog
+from fl_chain.settings import RunSettings, load_dataset, training_settings
 from fl_chain.storage.backends import open_store
 from fl_chain.storage.blockstore import ContentStore
 from fl_chain.storage.cid import Cid
+from fl_chain.tasks.baseline import centralized
+from fl_chain.tasks.models import build_model, model_weights
 
 
 class RunStopped(FlChainError):
@@ -62,6 +56,7 @@ class RunStopped(FlChainError):
 
 
 Confirm = Callable[[str], bool]
+Drive = Callable[[OnChainStrategy], None]  # runs the rounds: experiments.simulation.simulate, or a grid's
 
 
 @contextmanager
@@ -141,7 +136,7 @@ class Experiment:
         return consortium
 
     def train(self, ledger: Ledger, aggregator: Identity, url: str, runlog: RunLog,
-              drive: Callable[[OnChainStrategy], None] | None) -> None:
+              drive: Drive) -> None:
         """Runs (or, with a resumed `runlog`, finishes) the rounds on `ledger`."""
         config = self.config
         settings = self._settings(config, self.store_spec, url, ledger.address, (self.run_dir / "keys").resolve())
@@ -151,7 +146,7 @@ class Experiment:
         strategy = OnChainStrategy(protocol.Federation(ledger, self.store), aggregator, settings, plan,
                                    runlog, self.progress, KillDrill.from_environment())
         try:
-            (drive or _simulate)(strategy)
+            drive(strategy)
         except (ChainError, StoreError, ProtocolError) as error:  # outside the run: it can continue
             raise RunStopped(f"{error}. The run stopped after {len(runlog.rounds)} of {config['rounds']} rounds; "
                              f"`{resume_command(config, self.run_dir)}` continues it from the chain") from error
@@ -180,12 +175,12 @@ class Experiment:
         return summary
 
 
-def run_experiment(config: dict[str, Any], run_dir: Path, drive: Callable[[OnChainStrategy], None] | None = None,
+def run_experiment(config: dict[str, Any], run_dir: Path, drive: Drive,
                    confirm: Confirm | None = None) -> dict[str, Any]:
     """Runs the experiment `config` describes and fills `run_dir`; returns summary.json.
 
-    `drive` runs the rounds: by default Flower's simulation engine; a ServerApp started by
-    `flwr run` passes its own grid instead. keys/ and federation.json are written as soon
+    `drive` runs the rounds: Flower's simulation engine (experiments.simulation.simulate),
+    or a ServerApp started by `flwr run` with its own grid. keys/ and federation.json are written as soon
     as they exist, so a run killed later can be resumed.
     """
     experiment = Experiment.prepare(config, run_dir)
@@ -202,7 +197,7 @@ def run_experiment(config: dict[str, Any], run_dir: Path, drive: Callable[[OnCha
         return experiment.finish(ledger, runlog)
 
 
-def resume_experiment(run_dir: Path, config: dict[str, Any], drive: Callable[[OnChainStrategy], None] | None = None,
+def resume_experiment(run_dir: Path, config: dict[str, Any], drive: Drive,
                       confirm: Confirm | None = None) -> dict[str, Any]:
     """Finishes a run that stopped (aggregator killed, node unreachable, round failed too
     often) from the chain's state: accepted rounds stay, the open one is completed."""
@@ -257,21 +252,6 @@ def _connect(config: dict[str, Any], url: str) -> Chain:
                        development=config["chain"]["backend"] in RUN_OWNED_CHAINS)
 
 
-SEED_ACCOUNTS = "derived from the seed (a development chain the run started itself)"
-FRESH_ACCOUNTS = "generated for the run (keys/consortium.json)"
-
-
-def write_federation_file(path: Path, ledger: Ledger, genesis: Cid, seed_accounts: bool | None = None) -> None:
-    """The federation file members load (fl_chain.chain.federation_file), plus the members
-    and, for a simulated consortium, where its accounts come from."""
-    members = [{"address": m.address, "index": m.index, "roles": m.roles.name, "example_cap": m.example_cap}
-               for m in ledger.members()]
-    document = {**describe(ledger, genesis, None).to_json(), "members": members}
-    if seed_accounts is not None:
-        document["accounts"] = SEED_ACCOUNTS if seed_accounts else FRESH_ACCOUNTS
-    path.write_text(json.dumps(document, indent=1) + "\n")
-
-
 def _quiet_frameworks() -> None:
     """Flower and Ray narrate (and warn about their own deprecations, and print a ClientApp's
     traceback); the run's progress lines are what a user needs: a participant's failure
@@ -281,31 +261,6 @@ def _quiet_frameworks() -> None:
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     warnings.filterwarnings("ignore", category=FutureWarning, module="ray")
-
-
-def _simulate(strategy: OnChainStrategy) -> None:
-    """Runs Flower's simulation engine; an error in the ServerApp is raised here, not lost."""
-    failures: list[BaseException] = []
-    server_app = ServerApp()
-
-    @server_app.main()
-    def main(grid: Grid, context: Context) -> None:
-        try:
-            strategy.start(grid)
-        except BaseException as error:  # noqa: BLE001 - re-raised below, after Flower shuts down
-            failures.append(error)
-
-    run_simulation(
-        server_app=server_app,
-        client_app=client_app,
-        num_supernodes=strategy.settings.num_participants,
-        backend_config={
-            "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-            "init_args": {"num_cpus": 2, "include_dashboard": False, "logging_level": logging.ERROR},
-        },
-    )
-    if failures:
-        raise failures[0]
 
 
 def _check_rounds_ran(runlog: RunLog) -> None:

@@ -11,9 +11,7 @@ the chain, never from the message.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
-
-from flwr.app import ConfigRecord
+from collections.abc import Collection, Iterable, Mapping
 
 from fl_chain.errors import InvalidCid
 from fl_chain.protocol import ProtocolError
@@ -21,15 +19,15 @@ from fl_chain.storage.blockstore import ContentStore
 from fl_chain.storage.cid import Cid
 from fl_chain.storage.unixfs import cid_of
 
-RECORD = "blobs"  # the RecordDict key of the ConfigRecord that carries {cid: bytes}
+RECORD = "blobs"  # the message record that carries {cid: bytes} (a ConfigRecord in Flower)
 
 
-def pack(store: ContentStore, cids: Iterable[Cid]) -> ConfigRecord:
+def pack(store: ContentStore, cids: Iterable[Cid]) -> dict[str, bytes]:
     """The blobs of `cids` from `store`, keyed by CID."""
-    return ConfigRecord({str(cid): store.get(cid) for cid in dict.fromkeys(cids)})
+    return {str(cid): store.get(cid) for cid in dict.fromkeys(cids)}
 
 
-def unpack(store: ContentStore, record: ConfigRecord, wanted: Collection[Cid]) -> list[Cid]:
+def unpack(store: ContentStore, record: Mapping[str, object], wanted: Collection[Cid]) -> list[Cid]:
     """Stores the carried blobs whose CIDs are `wanted` (what the chain names for the
     request: anything else could only fill the disk), after checking each hashes to the
     CID it came under."""
