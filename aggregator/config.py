@@ -19,10 +19,11 @@ from fl_chain.chain.federation import AGGREGATION_RULES
 from fl_chain.chain.operator import RpcSettings
 from fl_chain.drills import parse_drills
 from fl_chain.errors import UsageError
-from fl_chain.settings import training_settings
 from fl_chain.storage.backends import BACKENDS as STORE_BACKENDS
+from fl_chain.tasks.catalog import open_task
 
 CHAIN_BACKENDS = ("embedded", "anvil", "rpc")
+PER_PARTICIPANT = {"csv": "files", "images": "dirs"}  # tasks whose participants are the paths they list
 RUN_OWNED_CHAINS = ("embedded", "anvil")  # development chains a run starts for itself
 
 
@@ -48,23 +49,28 @@ def resolve_config(cfg: DictConfig) -> dict[str, Any]:
     except MissingMandatoryValue as missing:
         raise UsageError(f"the config needs a value for {missing.full_key} (e.g. {missing.full_key}=...)") from None
     assert isinstance(config, dict)
-    if config["task"]["name"] == "csv":
-        files = config["task"]["files"]
-        if not isinstance(files, list) or not all(isinstance(file, str) for file in files):
-            raise UsageError(f"task.files must be a list of file paths, e.g. task.files=[a.csv,b.csv], got {files!r}")
-        config["num_participants"] = len(files)
+    key = PER_PARTICIPANT.get(config["task"].get("name"))
+    if key is not None and "_target_" not in config["task"]:
+        paths = config["task"][key]
+        if not isinstance(paths, list) or not all(isinstance(path, str) for path in paths):
+            raise UsageError(f"task.{key} must be a list of paths, one per participant, e.g. task.{key}=[a,b], "
+                             f"got {paths!r}")
+        config["num_participants"] = len(paths)
     return config
 
 
 def _check_data_files(config: dict[str, Any]) -> None:
     """A task's own files come first: a missing one is the root cause of whatever else
     (the participant count follows the files) would look wrong."""
-    if config["task"].get("name") != "csv":
+    key = PER_PARTICIPANT.get(config["task"].get("name"))
+    if key is None or "_target_" in config["task"]:
         return
-    for file in config["task"]["files"]:
-        if not Path(file).is_file():
-            raise UsageError(f"task.files: {file} does not exist" if not Path(file).exists()
-                             else f"task.files: {file} is a directory, not a file")
+    folders = key == "dirs"
+    for path in map(Path, config["task"][key]):
+        if not path.exists():
+            raise UsageError(f"task.{key}: {path} does not exist")
+        if path.is_dir() != folders:
+            raise UsageError(f"task.{key}: {path} is {'not a directory' if folders else 'a directory, not a file'}")
 
 
 def validate(config: dict[str, Any]) -> None:
@@ -122,6 +128,6 @@ def validate(config: dict[str, Any]) -> None:
         if not holds:
             raise UsageError(message)
     parse_drills(config.get("drills") or [], participants)
-    training_settings(config["task"])  # epochs, batch size, learning rate, optimizer
+    open_task(config)  # its name or class, and its own settings (epochs, batch size, learning rate, ...)
     if config["chain"]["backend"] == "rpc":
         RpcSettings.from_config(config["chain"])

@@ -38,9 +38,10 @@ from fl_chain.keyfile import read_key_file
 from fl_chain.progress import Progress
 from fl_chain.protocol import Federation
 from fl_chain.round import RoundPlan
-from fl_chain.runlog import RunLog
+from fl_chain.runlog import RunLog, shown_figures
 from fl_chain.settings import RunSettings
 from fl_chain.storage.blockstore import LocalStore
+from fl_chain.tasks.catalog import open_task
 
 FORMAT = "fl-chain-aggregator/1"
 
@@ -97,7 +98,7 @@ def run_deployment(grid: Grid, aggregator_file: Path, overrides: list[str], run_
     run_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(OmegaConf.create(config), run_dir / "config.yaml")
     write_federation_file(run_dir / "federation.json", ledger, federation_file.genesis_model)
-    runlog = RunLog(run_dir)
+    runlog = RunLog(run_dir, metrics=open_task(config).metrics)
     strategy = OnChainStrategy(Federation(ledger, store), identity, _settings(config, setup, ledger),
                                _plan(config), runlog, progress, ship_blobs=True)
     strategy.start(grid)
@@ -133,11 +134,8 @@ def _finish(run_dir: Path, ledger: Ledger, store: LocalStore, runlog: RunLog, pr
         raise UsageError("the deployment ended before any round completed (see the messages above)")
     final_round, final_model = ledger.latest_accepted()
     (run_dir / "model.safetensors").write_bytes(store.get(final_model))
-    last = runlog.rounds[-1]
     chain_info = {"backend": "rpc", "chain_id": ledger.chain.chain_id, "contract": ledger.address}
-    summary = runlog.write_summary(chain_info, {"round": final_round, "accuracy": last.accuracy, "loss": last.loss,
-                                                "global_cid": str(final_model)})
-    shown = f"{last.accuracy:.4f}" if last.accuracy is not None else "not evaluated"
-    progress.note(f"final accuracy {shown}, model {final_model}, "
+    summary = runlog.write_final(chain_info, final_round, str(final_model))
+    progress.note(f"final {shown_figures(runlog.rounds[-1].metrics)}, model {final_model}, "
                   f"{sum(r.accepted for r in runlog.rounds)} rounds accepted")
     return summary

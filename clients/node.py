@@ -36,7 +36,6 @@ from fl_chain.chain.federation import Role, parameter_differences, parameters_fo
 from fl_chain.chain.federation_file import FederationFile
 from fl_chain.chain.ledger import Ledger
 from fl_chain.consortium import SimulatedConsortium
-from fl_chain.data.dataset import ParticipantData
 from fl_chain.data.preprocessing import SharedPreprocessing, SignedSummary, TableSummary
 from fl_chain.data.tables import load_own_table, summarize_table
 from fl_chain.drills import drilled, parse_drills
@@ -45,26 +44,19 @@ from fl_chain.identity import Identity
 from fl_chain.jsonfiles import read_json
 from fl_chain.keyfile import read_key_file
 from fl_chain.messages import MalformedMessage, Receipt, Ticket
-from fl_chain.participant import Evaluated, ParticipantRole, Trained, watch_in_thread
+from fl_chain.participant import EvaluateFn, ParticipantRole, Tensors, TrainFn, watch_in_thread
 from fl_chain.protocol import Federation, ProtocolError
 from fl_chain.seeding import derive_seed
-from fl_chain.settings import RunSettings, TrainingSettings, load_dataset
+from fl_chain.settings import RunSettings
 from fl_chain.storage.backends import open_store
 from fl_chain.storage.blockstore import LocalStore
-from fl_chain.tasks.models import build_model, load_weights, model_weights
-from fl_chain.tasks.training import evaluate, train
+from fl_chain.task import Trained, evaluate_seeded, train_seeded
+from fl_chain.tasks.catalog import open_task, run_shape, task_label
+from fl_chain.tasks.objectives import Classification
+from fl_chain.tasks.supervised import ArrayData, SupervisedTask
 
 DEPLOYMENT_KEYS = ("keystore", "password-file", "x25519-key", "federation-file", "chain-url", "data-file", "store-dir")
 DEFAULT_TARGET = "target"
-
-
-@dataclass(frozen=True)
-class LocalData:
-    """This participant's examples and the model shape they call for."""
-
-    data: ParticipantData
-    input_shape: tuple[int, ...]
-    num_classes: int
 
 
 @dataclass(frozen=True)
@@ -79,7 +71,7 @@ class Node:
     unlock: Callable[[], Identity]
     federation: Federation
     settings: RunSettings
-    load_data: Callable[[], LocalData]
+    load_data: Callable[[], object]  # this participant's data, as its task loads it
     ships_blobs: bool = False
     summarize: Callable[[], TableSummary] | None = None  # deployments: what this site shares of its table
     watcher: Callable[[Callable[[], Identity]], Callable[[SignedCommitment], None]] | None = None
@@ -100,7 +92,7 @@ class Node:
             train_fn = drilled(train_fn, drills)
         watch = self.watcher(lambda: self.identity) if self.watcher else None
         role = ParticipantRole(self.federation, lambda: self.identity, train_fn,
-                               _evaluate_fn(self.settings, self.load_data), watch)
+                               _evaluate_fn(self.settings, self.load_data, self.index), watch)
         if self.answers is not None:
             role.answered = self.answers
         return role
@@ -147,9 +139,8 @@ def _simulated_node(settings_json: str, index: int) -> Node:
     check_settings(ledger, settings)
     federation = Federation(ledger, open_store(settings.store, None))
 
-    def load_data() -> LocalData:
-        dataset = load_dataset(settings.experiment)
-        return LocalData(dataset.participants[index], dataset.input_shape, dataset.num_classes)
+    def load_data() -> object:
+        return open_task(settings.experiment).participant_data(index, run_shape(settings.experiment))
 
     participant = consortium.participants[index]
     watcher = (lambda identity: watch_in_thread(federation, identity))
@@ -189,6 +180,10 @@ def _deployed_node(settings_json: str, keys: tuple[tuple[str, str], ...]) -> Nod
     data_file, target = Path(config["data-file"]), config.get("target", DEFAULT_TARGET)
     if not data_file.is_file():
         raise UsageError(f"the data file {data_file} named by data-file does not exist")
+    task = open_task(settings.experiment)
+    if not (isinstance(task, SupervisedTask) and isinstance(task.objective, Classification)):
+        raise UsageError(f"a deployed site trains a classifier on its own table (data-file); the federation's task "
+                         f"{task_label(settings.task)} is not one")
     test_fraction = float(settings.task.get("test_fraction", 0.2))
     store = LocalStore(Path(config["store-dir"]))
     federation = Federation(ledger, store)
@@ -196,7 +191,7 @@ def _deployed_node(settings_json: str, keys: tuple[tuple[str, str], ...]) -> Nod
     def summarize() -> TableSummary:
         return summarize_table(data_file, target=target, seed=settings.seed, index=index, test_fraction=test_fraction)
 
-    def load_data() -> LocalData:
+    def load_data() -> ArrayData:
         shared = _agreed_preprocessing(federation, settings, address, summarize)
         return _table(str(data_file), target, settings.seed, index, test_fraction, json.dumps(shared.to_dict()))
 
@@ -282,29 +277,18 @@ def _watch_in_process(config: Mapping[str, str], signed: SignedCommitment) -> No
     process.stdin.close()
 
 
-def _train_fn(settings: RunSettings, load_data: Callable[[], LocalData], index: int):  # type: ignore[no-untyped-def]
-    training: TrainingSettings = settings.training
+def _train_fn(settings: RunSettings, load_data: Callable[[], object], index: int) -> TrainFn:
+    task = open_task(settings.experiment)
 
-    def train_fn(base: Mapping[str, object], ticket: Ticket) -> Trained:
-        local = load_data()
-        model = build_model(local.input_shape, local.num_classes, settings.seed)
-        load_weights(model, base)  # type: ignore[arg-type]
-        report = train(model, local.data, training, seed=derive_seed(settings.seed, ticket.round, index),
-                       proximal_mu=settings.proximal_mu)
-        return Trained(model_weights(model), report.examples, {"loss": report.loss})
+    def train_fn(base: Tensors, ticket: Ticket) -> Trained:
+        return train_seeded(task, base, load_data(), derive_seed(settings.seed, ticket.round, index))
 
     return train_fn
 
 
-def _evaluate_fn(settings: RunSettings, load_data: Callable[[], LocalData]):  # type: ignore[no-untyped-def]
-    def evaluate_fn(weights: Mapping[str, object]) -> Evaluated:
-        local = load_data()
-        model = build_model(local.input_shape, local.num_classes, settings.seed)
-        load_weights(model, weights)  # type: ignore[arg-type]
-        result = evaluate(model, local.data.test_x, local.data.test_y)
-        return Evaluated({"loss": result.loss, "accuracy": result.accuracy}, result.examples)
-
-    return evaluate_fn
+def _evaluate_fn(settings: RunSettings, load_data: Callable[[], object], index: int) -> EvaluateFn:
+    task = open_task(settings.experiment)
+    return lambda weights: evaluate_seeded(task, weights, load_data(), derive_seed(settings.seed, index))
 
 
 def _keystore_address(path: Path) -> str | None:
@@ -316,9 +300,9 @@ def _keystore_address(path: Path) -> str | None:
 
 
 @lru_cache(maxsize=4)
-def _table(path: str, target: str, seed: int, index: int, test_fraction: float, shared_json: str) -> LocalData:
+def _table(path: str, target: str, seed: int, index: int, test_fraction: float, shared_json: str) -> ArrayData:
     """The organization's own table, split into train and test, its labels encoded and its
     features standardized as every site agreed (federated statistics, no rows pooled)."""
     shared = SharedPreprocessing.from_dict(json.loads(shared_json))
     data = load_own_table(path, target=target, seed=seed, index=index, test_fraction=test_fraction, shared=shared)
-    return LocalData(data, (len(shared.feature_names),), len(shared.classes))
+    return ArrayData(data, (len(shared.feature_names),), len(shared.classes))

@@ -175,9 +175,10 @@ class Demo:
     def _write_data_slices(self, orgs: Sequence[Path]) -> None:
         """Each organization's data: its share of breast_cancer as a CSV file of its own."""
         from aggregator.config import compose_experiment
-        from fl_chain.settings import load_dataset
+        from fl_chain.tasks.catalog import open_task, run_shape
 
-        dataset = load_dataset(compose_experiment(self.overrides))
+        experiment = compose_experiment(self.overrides)
+        dataset = open_task(experiment).dataset(run_shape(experiment))  # type: ignore[attr-defined]
         for org, share in zip(orgs, dataset.participants):
             rows = [*zip(share.train_x, share.train_y), *zip(share.test_x, share.test_y)]
             with open(org / "data.csv", "w", newline="") as handle:

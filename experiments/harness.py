@@ -33,7 +33,6 @@ from fl_chain.chain.history import HISTORY_FILE, export_history
 from fl_chain.chain.ledger import Ledger
 from fl_chain.chain.operator import RpcSettings, connect_operator, fund_accounts
 from fl_chain.consortium import SimulatedConsortium
-from fl_chain.data.plots import plot_label_distribution
 from fl_chain.errors import ChainError, FlChainError, StoreError, UsageError
 from fl_chain.identity import Identity
 from fl_chain.jsonfiles import read_json
@@ -41,13 +40,14 @@ from fl_chain.plots import plot_per_round
 from fl_chain.progress import Progress
 from fl_chain.protocol import ProtocolError
 from fl_chain.round import RoundPlan
-from fl_chain.runlog import RunLog
-from fl_chain.settings import RunSettings, load_dataset, training_settings
+from fl_chain.runlog import RunLog, shown_figures
+from fl_chain.settings import RunSettings
 from fl_chain.storage.backends import open_store
 from fl_chain.storage.blockstore import ContentStore
 from fl_chain.storage.cid import Cid
+from fl_chain.task import RunShape, Task
 from fl_chain.tasks.baseline import centralized
-from fl_chain.tasks.models import build_model, model_weights
+from fl_chain.tasks.catalog import open_task, run_shape, task_label
 
 
 class RunStopped(FlChainError):
@@ -96,7 +96,8 @@ class Experiment:
     config: dict[str, Any]
     run_dir: Path
     store: ContentStore
-    dataset: Any
+    task: Task
+    run: RunShape
     genesis: Cid
     store_spec: dict[str, Any]
     progress: Progress
@@ -108,10 +109,9 @@ class Experiment:
         _quiet_frameworks()
         store_spec = _store_spec(config["storage"], run_dir)
         store = open_store(store_spec, run_dir)
-        dataset = load_dataset(config)
-        genesis_model = build_model(dataset.input_shape, dataset.num_classes, config["seed"])
-        genesis = protocol.publish_genesis_model(store, model_weights(genesis_model))
-        return cls(config, run_dir, store, dataset, genesis, store_spec, Progress(config["rounds"]))
+        task, run = open_task(config), run_shape(config)
+        genesis = protocol.publish_genesis_model(store, task.initial_weights(run))
+        return cls(config, run_dir, store, task, run, genesis, store_spec, Progress(config["rounds"]))
 
     @staticmethod
     def _settings(config: dict[str, Any], store_spec: dict[str, Any], url: str, contract: str,
@@ -124,7 +124,8 @@ class Experiment:
 
     def example_caps(self) -> list[int]:
         """Each participant may claim at most its own training set's size (and the federation's maximum)."""
-        return [min(participant.examples, self.config["max_examples"]) for participant in self.dataset.participants]
+        return [min(self.task.train_examples(self.task.participant_data(index, self.run)), self.config["max_examples"])
+                for index in range(self.run.num_participants)]
 
     def new_consortium(self) -> SimulatedConsortium:
         """The run's parties, their keys saved in keys/ before anything uses them. Accounts
@@ -159,20 +160,20 @@ class Experiment:
         (run_dir / "model.safetensors").write_bytes(self.store.get(final_model))
         chain_info = {"backend": config["chain"]["backend"], "chain_id": ledger.chain.chain_id, "contract": ledger.address}
         progress.note("training the centralized baseline on the pooled data")
-        training = training_settings(config["task"])
-        baseline = centralized(self.dataset, dataclasses.replace(training, epochs=training.epochs * config["rounds"]),
-                               seed=config["seed"])
-        _plot(run_dir, runlog, baseline.accuracy, self.dataset)
-        last = runlog.rounds[-1]
-        summary = runlog.write_summary(
-            chain_info,
-            {"round": final_round, "accuracy": last.accuracy, "loss": last.loss, "global_cid": str(final_model),
-             "centralized_accuracy": baseline.accuracy},
-        )
-        shown = f"{last.accuracy:.4f}" if last.accuracy is not None else "not evaluated"
-        progress.note(f"final accuracy {shown} (centralized {baseline.accuracy:.4f}), "
+        baseline = centralized(self.task, self.run).metrics
+        self._plot(runlog, baseline)
+        summary = runlog.write_final(chain_info, final_round, str(final_model), baseline)
+        progress.note(f"final {shown_figures(runlog.rounds[-1].metrics)} (centralized {shown_figures(baseline)}), "
                       f"model {final_model}, {sum(r.accepted for r in runlog.rounds)} rounds accepted")
         return summary
+
+    def _plot(self, runlog: RunLog, baseline: dict[str, float]) -> None:
+        """The headline figure and the loss per round, and how the data is spread."""
+        for name in dict.fromkeys((self.task.headline, "loss")):
+            reference = ("centralized baseline", baseline[name]) if name in baseline else None
+            plot_per_round(self.run_dir / f"{name}.png", f"Federated {name} per round", name,
+                           {"federated (on-chain)": [r.metrics.get(name) for r in runlog.rounds]}, reference)
+        self.task.plot_data(self.run, self.run_dir / "label_distribution.png")
 
 
 def run_experiment(config: dict[str, Any], run_dir: Path, drive: Drive,
@@ -184,7 +185,7 @@ def run_experiment(config: dict[str, Any], run_dir: Path, drive: Drive,
     as they exist, so a run killed later can be resumed.
     """
     experiment = Experiment.prepare(config, run_dir)
-    experiment.progress.note(f"fl-chain: {config['task']['name']}, {config['num_participants']} participants, "
+    experiment.progress.note(f"fl-chain: {task_label(config['task'])}, {config['num_participants']} participants, "
                              f"{config['rounds']} rounds, {config['chain']['backend']} chain -> {run_dir}")
     consortium = experiment.new_consortium()
     with serve_chain(config, run_dir, consortium.transacting_addresses, confirm=confirm) as url:
@@ -192,7 +193,7 @@ def run_experiment(config: dict[str, Any], run_dir: Path, drive: Drive,
         ledger = consortium.found(chain, experiment.parameters(), experiment.genesis, experiment.example_caps())
         experiment.progress.note(f"federation {ledger.address} on chain {chain.chain_id}, genesis model {experiment.genesis}")
         write_federation_file(run_dir / "federation.json", ledger, experiment.genesis, consortium.seed_accounts)
-        runlog = RunLog(run_dir)
+        runlog = RunLog(run_dir, metrics=experiment.task.metrics)
         experiment.train(ledger, consortium.aggregator, url, runlog, drive)
         return experiment.finish(ledger, runlog)
 
@@ -219,7 +220,7 @@ def resume_experiment(run_dir: Path, config: dict[str, Any], drive: Drive,
         if differences:
             raise UsageError(f"federation {ledger.address} was deployed for another experiment than {run_dir}'s "
                              f"config.yaml describes: {'; '.join(differences)}")
-        runlog = RunLog(run_dir, resume=True)
+        runlog = RunLog(run_dir, metrics=experiment.task.metrics, resume=True)
         experiment.progress.note(f"fl-chain: resuming {run_dir} on federation {ledger.address} "
                                  f"({len(runlog.rounds)} of {config['rounds']} rounds recorded)")
         experiment.train(ledger, consortium.aggregator, url, runlog, drive)
@@ -266,12 +267,3 @@ def _quiet_frameworks() -> None:
 def _check_rounds_ran(runlog: RunLog) -> None:
     if not runlog.rounds:
         raise UsageError("the simulation ended before any round completed (see the messages above)")
-
-
-def _plot(run_dir: Path, runlog: RunLog, centralized_accuracy: float, dataset: Any) -> None:
-    rounds = runlog.rounds
-    plot_per_round(run_dir / "accuracy.png", "Federated accuracy per round", "accuracy",
-                   {"federated (on-chain)": [r.accuracy for r in rounds]}, ("centralized baseline", centralized_accuracy))
-    plot_per_round(run_dir / "loss.png", "Federated loss per round", "loss",
-                   {"federated (on-chain)": [r.loss for r in rounds]})
-    plot_label_distribution(dataset, run_dir / "label_distribution.png")

@@ -6,7 +6,9 @@ chain, no content store, no encryption.
 from __future__ import annotations
 
 import time
+from typing import Any
 
+import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
@@ -14,38 +16,37 @@ from flwr.serverapp.strategy import FedAvg
 from flwr.simulation import run_simulation
 
 from fl_chain.seeding import derive_seed
-from fl_chain.settings import RunSettings, load_dataset
-from fl_chain.tasks.models import build_model
-from fl_chain.tasks.training import evaluate, train
+from fl_chain.settings import RunSettings
+from fl_chain.task import Task, evaluate_seeded, train_seeded
+from fl_chain.tasks.catalog import open_task, run_shape
 
 client_app = ClientApp()
 
 
-def _local(message: Message, context: Context):  # type: ignore[no-untyped-def]
+def _local(message: Message, context: Context) -> tuple[RunSettings, int, Task, Any, dict[str, np.ndarray]]:
     settings = RunSettings.from_json(str(message.content["config"]["settings"]))
     index = int(context.node_config["partition-id"])
-    dataset = load_dataset(settings)
-    model = build_model(dataset.input_shape, dataset.num_classes, settings.seed)
-    model.load_state_dict(message.content["arrays"].to_torch_state_dict())
-    return settings, index, dataset.participants[index], model
+    task = open_task(settings.experiment)
+    weights = message.content["arrays"].to_numpy_ndarrays()
+    names = list(task.initial_weights(run_shape(settings.experiment)))
+    return settings, index, task, task.participant_data(index, run_shape(settings.experiment)), dict(zip(names, weights))
 
 
 @client_app.train()
 def train_round(message: Message, context: Context) -> Message:
-    settings, index, data, model = _local(message, context)
+    settings, index, task, data, weights = _local(message, context)
     round_number = int(message.content["config"]["server-round"])
-    report = train(model, data, settings.training, seed=derive_seed(settings.seed, round_number, index),
-                   proximal_mu=settings.proximal_mu)
-    content = RecordDict({"arrays": ArrayRecord(model.state_dict()),
-                          "metrics": MetricRecord({"loss": report.loss, "num-examples": report.examples})})
+    trained = train_seeded(task, weights, data, derive_seed(settings.seed, round_number, index))
+    content = RecordDict({"arrays": ArrayRecord(list(trained.tensors.values())),
+                          "metrics": MetricRecord({**trained.metrics, "num-examples": trained.examples})})
     return Message(content, reply_to=message)
 
 
 @client_app.evaluate()
 def evaluate_round(message: Message, context: Context) -> Message:
-    _, _, data, model = _local(message, context)
-    result = evaluate(model, data.test_x, data.test_y)
-    metrics = MetricRecord({"loss": result.loss, "accuracy": result.accuracy, "num-examples": result.examples})
+    settings, index, task, data, weights = _local(message, context)
+    result = evaluate_seeded(task, weights, data, derive_seed(settings.seed, index))
+    metrics = MetricRecord({**result.metrics, "num-examples": result.examples})
     return Message(RecordDict({"metrics": metrics}), reply_to=message)
 
 
@@ -56,8 +57,7 @@ def run_plain(settings: RunSettings, rounds: int) -> list[float]:
 
     @server_app.main()
     def main(grid: Grid, context: Context) -> None:
-        dataset = load_dataset(settings.experiment)
-        model = build_model(dataset.input_shape, dataset.num_classes, settings.seed)
+        initial = open_task(settings.experiment).initial_weights(run_shape(settings.experiment))
         everyone = settings.num_participants
         strategy = FedAvg(fraction_train=1.0, fraction_evaluate=1.0, min_train_nodes=everyone,
                           min_evaluate_nodes=everyone, min_available_nodes=everyone)
@@ -67,7 +67,7 @@ def run_plain(settings: RunSettings, rounds: int) -> list[float]:
             marks.append(time.perf_counter())
             return None
 
-        strategy.start(grid, ArrayRecord(model.state_dict()), num_rounds=rounds, train_config=config,
+        strategy.start(grid, ArrayRecord(list(initial.values())), num_rounds=rounds, train_config=config,
                        evaluate_config=config, evaluate_fn=mark_round)
 
     run_simulation(server_app=server_app, client_app=client_app, num_supernodes=settings.num_participants,

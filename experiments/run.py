@@ -28,6 +28,7 @@ def experiment(cfg: DictConfig) -> float | None:
     from aggregator.config import resolve_config
     from experiments.harness import run_experiment  # Flower and torch: only when running
     from experiments.simulation import simulate
+    from fl_chain.tasks.catalog import open_task
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
@@ -38,7 +39,7 @@ def experiment(cfg: DictConfig) -> float | None:
     except FlChainError as error:
         print(f"flchain: error: {error}", file=sys.stderr)
         raise SystemExit(error.exit_code) from None
-    return summary["final"]["accuracy"]
+    return summary["final"].get(open_task(config).headline)  # what a Hydra sweeper would optimize
 
 
 # Hydra's own command line (overrides, -m, --cfg, --help, ...), parsed here so that its flags

@@ -29,7 +29,7 @@ from fl_chain.identity import Identity
 from fl_chain.messages import Evaluation, MalformedMessage, Receipt, Ticket, read_float, weighted_metrics
 from fl_chain.progress import Progress
 from fl_chain.protocol import Federation, ProtocolError
-from fl_chain.runlog import RoundSummary, RunLog
+from fl_chain.runlog import RoundSummary, RunLog, shown_figures
 from fl_chain.storage.cid import Cid
 from fl_chain.timing import Stopwatch
 from fl_chain.transport import ATTEST, EVALUATE, TRAIN, Reply, Request, Transport
@@ -64,7 +64,8 @@ class RoundCoordinator:
         self.progress = progress
         self.checkpoint = checkpoint or (lambda _round, _point: None)
         self._exclusions: list[tuple[str, str]] = []
-        self._metrics: dict[str, dict[str, float]] = {}
+        self._metrics: dict[str, dict[str, float]] = {}  # each participant's own figures
+        self._signed: dict[str, dict[str, float]] = {}  # each participant's signed evaluation
         self._evaluations: list[Evaluation] = []
         self._attest_gas = 0
 
@@ -89,7 +90,7 @@ class RoundCoordinator:
     def run_round(self, round_number: int) -> None:
         stopwatch = Stopwatch()
         gas_before = self.ledger.chain.gas_used
-        self._exclusions, self._metrics, self._evaluations, self._attest_gas = [], {}, [], 0
+        self._exclusions, self._metrics, self._signed, self._evaluations, self._attest_gas = [], {}, {}, [], 0
         resumed = self.ledger.round(round_number).status != RoundStatus.NONE
         with stopwatch("total"):
             state = self._settle(round_number, stopwatch)
@@ -101,8 +102,7 @@ class RoundCoordinator:
             accepted=True,
             commitments=state.commitments,
             included=state.included,
-            accuracy=evaluation.get("accuracy"),
-            loss=evaluation.get("loss"),
+            metrics=evaluation,
             gas_used=self.ledger.chain.gas_used - gas_before + self._attest_gas,
             seconds=round(stopwatch.seconds["total"], 3),
             exclusions=[{"participant": participant, "reason": reason} for participant, reason in self._exclusions],
@@ -112,7 +112,7 @@ class RoundCoordinator:
         self._record_participants(round_number)
         self.runlog.evaluations(self._evaluations)
         self.runlog.round(summary, stopwatch.seconds)
-        shown = f"accuracy {summary.accuracy:.4f}" if summary.accuracy is not None else "no evaluation"
+        shown = shown_figures(evaluation)
         retried = f", attempt {state.attempt}" if state.attempt > 1 else ""
         self.progress.done(round_number, f"{state.included}/{state.commitments} updates, model "
                                          f"{str(state.global_model)[:16]}…, accepted{retried}, {shown}")
@@ -312,8 +312,7 @@ class RoundCoordinator:
             return
         self._evaluations.append(evaluation)
         self._note_metrics(reply.participant, reply.content.get("metrics"))
-        if "accuracy" in evaluation.metrics:  # the signed figure, and only it
-            self._metrics.setdefault(reply.participant, {})["accuracy"] = evaluation.metrics["accuracy"]
+        self._signed[reply.participant] = evaluation.metrics  # the figures metrics.csv shows as its test scores
 
     # ------------------------------------------------------------ helpers
 
@@ -364,16 +363,17 @@ class RoundCoordinator:
         return figures
 
     def _record_participants(self, round_number: int) -> None:
-        """One metrics.csv row per participant: training loss, test accuracy, bytes, gas,
-        seconds, and why its update was left out if it was."""
+        """One metrics.csv row per participant: its signed test figures, training loss,
+        bytes, gas, seconds, and why its update was left out if it was."""
         excluded: dict[str, list[str]] = {}
         for participant, reason in self._exclusions:
             excluded.setdefault(participant, []).append(reason)
-        for participant in sorted(self._metrics.keys() | excluded.keys(), key=lambda address: int(address, 16)):
+        for participant in sorted(self._metrics.keys() | self._signed.keys() | excluded.keys(),
+                                  key=lambda address: int(address, 16)):
             metrics = self._metrics.get(participant, {})
             seconds = {key.removeprefix("seconds_"): value for key, value in metrics.items() if key.startswith("seconds_")}
             self.runlog.participant(
-                round_number, participant, seconds, loss=metrics.get("loss"), accuracy=metrics.get("accuracy"),
+                round_number, participant, seconds, self._signed.get(participant, {}), train_loss=metrics.get("loss"),
                 examples=_count(metrics.get("examples")), bytes=_count(metrics.get("bytes")),
                 gas=_count(metrics.get("gas")), excluded="; ".join(excluded.get(participant, [])) or None,
             )

@@ -1,7 +1,10 @@
 """A run's record: metrics.csv, rounds.jsonl and evaluations.jsonl as the run goes, summary.json at its end.
 
 metrics.csv has one row per participant per round (scope "participant") and one per
-round (scope "round"); empty cells are figures that do not apply to that scope. Rows are
+round (scope "round"); empty cells are figures that do not apply to that scope. Its
+figure columns are the task's own (`Task.metrics`: loss and accuracy, or loss, mse and
+r2, ...): a participant's row holds its signed evaluation, a round's row their
+example-weighted mean; `train_loss` is what a participant says its training loss was. Rows are
 appended and flushed as they happen, so an interrupted run keeps what it measured, and
 rounds.jsonl keeps each finished round's summary so a resumed run can write the same
 summary.json an uninterrupted one would. evaluations.jsonl keeps every participant's
@@ -29,10 +32,15 @@ STAGES = (
     "fetch", "train", "encode", "encrypt", "store", "sign", "open_round", "relay", "collect", "fetch_updates",
     "open_updates", "aggregate", "finalize", "attest", "evaluate", "attest_evaluate", "total",
 )
-COLUMNS = (
-    "round", "scope", "participant", "loss", "accuracy", "examples", "bytes", "gas", "excluded",
-    *(f"seconds_{stage}" for stage in STAGES),
-)
+LEADING = ("round", "scope", "participant", "train_loss")
+TRAILING = ("examples", "bytes", "gas", "excluded", *(f"seconds_{stage}" for stage in STAGES))
+CLASSIFICATION_METRICS = ("loss", "accuracy")
+SUMMARY_FIELDS = ("round", "global_cid", "centralized")  # summary.json's `final`, besides the signed figures
+
+
+def columns(metrics: Sequence[str]) -> tuple[str, ...]:
+    """metrics.csv's header for a task reporting `metrics`."""
+    return (*LEADING, *(name for name in metrics if name not in LEADING + TRAILING), *TRAILING)
 
 
 @dataclass
@@ -42,8 +50,7 @@ class RoundSummary:
     accepted: bool
     commitments: int
     included: int
-    accuracy: float | None
-    loss: float | None
+    metrics: dict[str, float]  # the example-weighted mean of the participants' signed evaluations
     gas_used: int
     seconds: float
     exclusions: list[dict[str, str]] = field(default_factory=list)
@@ -53,7 +60,7 @@ class RoundSummary:
 
 TYPES: dict[str, type | tuple[type, ...]] = {
     "round": int, "global_cid": str, "accepted": bool, "commitments": int, "included": int,
-    "accuracy": (float, int, type(None)), "loss": (float, int, type(None)), "gas_used": int, "seconds": (float, int),
+    "metrics": dict, "gas_used": int, "seconds": (float, int),
     "exclusions": list, "attempt": int, "resumed": bool,
 }
 
@@ -61,14 +68,16 @@ TYPES: dict[str, type | tuple[type, ...]] = {
 class RunLog:
     """Writes metrics.csv, rounds.jsonl and summary.json into a run directory.
 
-    `resume=True` keeps what an interrupted run already wrote and carries on after it.
+    `metrics` names the task's figures (its metrics.csv columns); `resume=True` keeps what
+    an interrupted run already wrote and carries on after it.
     """
 
-    def __init__(self, run_dir: Path, *, resume: bool = False) -> None:
+    def __init__(self, run_dir: Path, *, metrics: Sequence[str] = CLASSIFICATION_METRICS, resume: bool = False) -> None:
         self.run_dir = Path(run_dir)
         self._metrics = self.run_dir / "metrics.csv"
         self._rounds = self.run_dir / "rounds.jsonl"
         self._evaluations = self.run_dir / EVALUATIONS_FILE
+        self.columns = columns(metrics)
         if resume and self._metrics.is_file():
             self.rounds = [self._summary(number, line) for number, line in enumerate(self._read_rounds(), start=1)]
             return
@@ -76,15 +85,18 @@ class RunLog:
         self._rounds.write_text("")
         self._evaluations.write_text("")
         with open(self._metrics, "w", newline="") as handle:
-            csv.writer(handle).writerow(COLUMNS)
+            csv.writer(handle).writerow(self.columns)
 
-    def participant(self, round_number: int, participant: str, seconds: dict[str, float], **figures: Any) -> None:
-        self._append({"round": round_number, "scope": "participant", "participant": participant, **figures}, seconds)
+    def participant(self, round_number: int, participant: str, seconds: dict[str, float], signed: dict[str, float],
+                    **figures: Any) -> None:
+        """A participant's row: its signed evaluation's figures and its own (unverified) ones."""
+        self._append({"round": round_number, "scope": "participant", "participant": participant,
+                      **self._figures(signed), **figures}, seconds)
 
     def round(self, summary: RoundSummary, seconds: dict[str, float]) -> None:
         self.rounds.append(summary)
-        figures = {"loss": summary.loss, "accuracy": summary.accuracy, "gas": summary.gas_used}
-        self._append({"round": summary.round, "scope": "round", "participant": "", **figures}, seconds)
+        self._append({"round": summary.round, "scope": "round", "participant": "", "gas": summary.gas_used,
+                      **self._figures(summary.metrics)}, seconds)
         with open(self._rounds, "a") as handle:
             handle.write(json.dumps(asdict(summary)) + "\n")
 
@@ -119,6 +131,15 @@ class RunLog:
             complete.append(line)
         return complete
 
+    def write_final(self, chain: dict[str, Any], final_round: int, final_model: str,
+                    centralized: dict[str, float] | None = None) -> dict[str, Any]:
+        """summary.json once every round is accepted: `final` holds the last round's signed
+        figures by name (and the centralized baseline's, when there is one)."""
+        final = {"round": final_round, "global_cid": final_model, **self.rounds[-1].metrics}
+        if centralized is not None:
+            final["centralized"] = centralized
+        return self.write_summary(chain, final)
+
     def write_summary(self, chain: dict[str, Any], final: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, Any]:
         commitments = sum(r.commitments for r in self.rounds)
         total_gas = sum(r.gas_used for r in self.rounds)
@@ -132,10 +153,21 @@ class RunLog:
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
         return summary
 
+    def _figures(self, signed: dict[str, float]) -> dict[str, float]:
+        """The signed figures metrics.csv has a column for (a task may report more)."""
+        return {name: value for name, value in signed.items() if name in self.columns and name not in LEADING + TRAILING}
+
     def _append(self, row: dict[str, Any], seconds: dict[str, float]) -> None:
         row |= {f"seconds_{stage}": round(value, 4) for stage, value in seconds.items() if stage in STAGES}
-        unknown = set(row) - set(COLUMNS)
+        unknown = set(row) - set(self.columns)
         if unknown:
             raise ValueError(f"metrics.csv has no columns {sorted(unknown)}")
         with open(self._metrics, "a", newline="") as handle:
-            csv.DictWriter(handle, COLUMNS).writerow({key: "" if value is None else value for key, value in row.items()})
+            csv.DictWriter(handle, self.columns).writerow({key: "" if value is None else value
+                                                           for key, value in row.items()})
+
+
+def shown_figures(metrics: dict[str, float]) -> str:
+    """A line's worth of figures: every one but loss (loss alone if it is all there is)."""
+    shown = {name: value for name, value in metrics.items() if name != "loss"} or metrics
+    return ", ".join(f"{name} {value:.4f}" for name, value in shown.items()) or "not evaluated"

@@ -11,12 +11,9 @@ run's secret keys are (a deployed site has its own, named by its SuperNode).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from functools import lru_cache
 from typing import Any
 
-from fl_chain.data.dataset import FederatedDataset
 from fl_chain.errors import UsageError
 from fl_chain.jsonfiles import parse_json
 
@@ -88,60 +85,6 @@ class RunSettings:
         return dict(self.experiment["task"])
 
     @property
-    def partition(self) -> dict[str, Any]:
-        return dict(self.experiment["partition"])
-
-    @property
-    def proximal_mu(self) -> float:
-        return float(self.experiment["strategy"]["proximal_mu"])
-
-    @property
     def drills(self) -> list[dict[str, Any]]:
         return list(self.experiment.get("drills") or [])
 
-    @property
-    def training(self) -> TrainingSettings:
-        return training_settings(self.task)
-
-
-def training_settings(task: Mapping[str, Any]) -> TrainingSettings:
-    """Local training hyper-parameters from a task config (configs/task/*.yaml)."""
-    return TrainingSettings(
-        epochs=int(task["epochs"]),
-        batch_size=int(task["batch_size"]),
-        learning_rate=float(task["learning_rate"]),
-        optimizer=str(task.get("optimizer", "sgd")),
-        momentum=float(task.get("momentum", 0.0)),
-    )
-
-
-def load_dataset(experiment: Mapping[str, Any]) -> FederatedDataset:
-    """The data an experiment config describes, split across participants (cached: the
-    same in every process)."""
-    return _load_dataset(json.dumps(experiment["task"], sort_keys=True),
-                         json.dumps(experiment["partition"], sort_keys=True),
-                         int(experiment["num_participants"]), int(experiment["seed"]))
-
-
-@lru_cache(maxsize=4)
-def _load_dataset(task_json: str, partition_json: str, num_participants: int, seed: int) -> FederatedDataset:
-    from fl_chain.data.builtin import BUILTIN_TASKS, load_builtin
-    from fl_chain.data.partition import Partitioning
-    from fl_chain.data.tables import load_tables
-
-    task = parse_json(task_json)
-    test_fraction = float(task.get("test_fraction", 0.2))
-    if task["name"] in BUILTIN_TASKS:
-        partition = parse_json(partition_json)
-        partitioning = Partitioning(
-            scheme=partition["scheme"],
-            alpha=float(partition.get("alpha", 0.5)),
-            classes_per_participant=int(partition.get("classes_per_participant", 2)),
-            min_partition_size=int(partition.get("min_partition_size", Partitioning.min_partition_size)),
-        )
-        return load_builtin(task["name"], num_participants=num_participants, partitioning=partitioning,
-                            seed=seed, test_fraction=test_fraction)
-    if task["name"] != "csv":
-        raise UsageError(f"unknown task {task['name']!r}; choose one of {(*BUILTIN_TASKS, 'csv')}")
-    return load_tables(task["files"], target=task["target"], features=task.get("features"), seed=seed,
-                       test_fraction=test_fraction)

@@ -33,8 +33,8 @@ from experiments.harness import run_experiment
 from experiments.simulation import simulate
 from experiments.suites import environment
 from fl_chain.errors import DataError, FlChainError
-from fl_chain.settings import load_dataset, training_settings
 from fl_chain.tasks.baseline import centralized, local_only
+from fl_chain.tasks.catalog import open_task, run_shape
 
 BASELINES = {"centralized": centralized, "local_only": local_only}
 METHOD_NAMES = {"centralized": "centralized", "local_only": "local-only", "fedavg": "FedAvg", "fedprox": "FedProx"}
@@ -176,14 +176,12 @@ def _measure(config: dict[str, Any], task: str, label: str, partition: dict[str,
 
 
 def _baselines(experiment: dict[str, Any], task: str, label: str) -> list[Measurement]:
-    """Centralized and local-only, trained for the federated run's rounds x local epochs."""
-    dataset = load_dataset(experiment)
-    training = training_settings(experiment["task"])
-    training = dataclasses.replace(training, epochs=training.epochs * experiment["rounds"])
+    """Centralized and local-only, trained for as many rounds of local training as the federated run."""
+    task, run = open_task(experiment), run_shape(experiment)
     measurements = []
     for method, baseline in BASELINES.items():
         started = time.perf_counter()
-        accuracy = baseline(dataset, training, seed=experiment["seed"]).accuracy
+        accuracy = baseline(task, run).metrics["accuracy"]
         measurements.append(Measurement(task, label, experiment["seed"], method, accuracy,
                                         round(time.perf_counter() - started, 1)))
     return measurements

@@ -4,6 +4,9 @@
   statistics (see `normalization`).
 - `digits`: 1797 8x8 grey images, 10 classes, shaped (1, 8, 8) for a CNN; pixels are
   scaled to [0, 1] by their fixed known range 0..16, so nothing needs to be shared.
+- `diabetes`: 442 patients, 10 features, a disease-progression score (25..346) to
+  regress; standardized like breast_cancer. Dirichlet and pathological splits skew the
+  score's quintiles across participants, as they skew classes elsewhere.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
-from sklearn.datasets import load_breast_cancer, load_digits
+from sklearn.datasets import load_breast_cancer, load_diabetes, load_digits
 
 from fl_chain.data.dataset import FederatedDataset, ParticipantData
 from fl_chain.data.normalization import standardize_federated
@@ -42,6 +45,11 @@ def _digits() -> _Source:
     return _Source(bunch.data, bunch.target, pixels, tuple(str(c) for c in bunch.target_names))
 
 
+def _diabetes() -> _Source:
+    bunch = load_diabetes()
+    return _Source(bunch.data, bunch.target.astype(np.float64), tuple(bunch.feature_names), ())
+
+
 def _scale_digits(participants: list[ParticipantData], _: tuple[str, ...]) -> list[ParticipantData]:
     image = (-1, 1, 8, 8)
     return [
@@ -64,7 +72,9 @@ class _BuiltinTask:
 _TASKS = {
     "breast_cancer": _BuiltinTask(_breast_cancer, standardize_federated, (30,)),
     "digits": _BuiltinTask(_digits, _scale_digits, (1, 8, 8)),
+    "diabetes": _BuiltinTask(_diabetes, standardize_federated, (10,)),
 }
+QUANTILE_GROUPS = 5  # a regression target is split across participants by its quintiles
 BUILTIN_TASKS = tuple(_TASKS)
 
 
@@ -81,7 +91,7 @@ def load_builtin(
         raise UsageError(f"unknown built-in task {task!r}; choose one of {BUILTIN_TASKS}")
     builtin = _TASKS[task]
     source = builtin.load()
-    shares = partition(source.y, num_participants, partitioning, seed)
+    shares = partition(_groups(source.y), num_participants, partitioning, seed)
     participants = [
         split_participant(
             f"participant-{index}",
@@ -101,3 +111,11 @@ def load_builtin(
         feature_names=source.feature_names,
         class_names=source.class_names,
     )
+
+
+def _groups(y: np.ndarray) -> np.ndarray:
+    """Class labels as they are; a continuous target as the index of its quantile group."""
+    if np.issubdtype(y.dtype, np.integer):
+        return y
+    edges = np.quantile(y, np.linspace(0, 1, QUANTILE_GROUPS + 1)[1:-1])
+    return np.searchsorted(edges, y, side="right").astype(np.int64)

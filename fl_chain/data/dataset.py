@@ -14,7 +14,8 @@ import numpy as np
 
 @dataclass(frozen=True)
 class ParticipantData:
-    """One participant's examples: features float32, labels int64 class indices.
+    """One participant's examples: features float32, targets int64 class indices (or
+    float32 values for a regression task).
 
     `dropped_rows` counts rows the loader left out (rows without a target).
     """

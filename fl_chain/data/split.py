@@ -1,7 +1,8 @@
 """A participant's local train/test split, made from its own rows only.
 
-The split is stratified when every class can appear on both sides, so a small
-participant's test split still reflects its label mix; otherwise it is a plain shuffle.
+A classification split is stratified when every class can appear on both sides, so a
+small participant's test split still reflects its label mix; otherwise (and for a
+regression target) it is a plain shuffle.
 """
 
 from __future__ import annotations
@@ -36,18 +37,20 @@ def split_participant(
             f"{name} has {len(y)} usable rows; it needs at least {MIN_ROWS} for a train/test split"
         )
     rows = np.arange(len(y))
+    classes = np.issubdtype(y.dtype, np.integer)
     train, test = train_test_split(
         rows,
         test_size=test_fraction,
         random_state=derive_seed(seed, index),
-        stratify=y if _can_stratify(y, test_fraction) else None,
+        stratify=y if classes and _can_stratify(y, test_fraction) else None,
     )
+    kind = np.int64 if classes else np.float32
     return ParticipantData(
         name=name,
         train_x=np.ascontiguousarray(x[train], dtype=np.float32),
-        train_y=y[train].astype(np.int64),
+        train_y=y[train].astype(kind),
         test_x=np.ascontiguousarray(x[test], dtype=np.float32),
-        test_y=y[test].astype(np.int64),
+        test_y=y[test].astype(kind),
         dropped_rows=dropped_rows,
     )
 

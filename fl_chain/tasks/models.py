@@ -1,6 +1,6 @@
-"""The models participants train, and their exchange form: named float32 arrays.
+"""The built-in tasks' default models, and their exchange form: named float32 arrays.
 
-Models are chosen by input shape: flat features get a one-hidden-layer MLP, (1, H, W)
+Models are chosen by input shape: flat features get a one-hidden-layer MLP, (C, H, W)
 images a small CNN. Initialization is seeded, so every participant and the aggregator
 build bit-identical round-zero weights. Tensors are named by `state_dict` key, which is
 the schema the codec and the aggregator check updates against.
@@ -20,7 +20,7 @@ HIDDEN_UNITS = 32
 
 
 class TabularMLP(nn.Module):
-    """Features -> 32 ReLU units -> class logits."""
+    """Features -> 32 ReLU units -> outputs (class logits, or a regression value)."""
 
     def __init__(self, features: int, num_classes: int) -> None:
         super().__init__()
@@ -46,17 +46,18 @@ class SmallCNN(nn.Module):
         return self.output(torch.flatten(x, 1))
 
 
-def build_model(input_shape: Sequence[int], num_classes: int, seed: int) -> nn.Module:
-    """The task's model with weights drawn from `seed` (the global RNG is left untouched)."""
+def build_model(input_shape: Sequence[int], outputs: int, seed: int) -> nn.Module:
+    """The default network for inputs of `input_shape` with `outputs` outputs (class logits,
+    or one for regression), its weights drawn from `seed` (the global RNG left untouched)."""
     shape = tuple(input_shape)
-    if num_classes < 2:
-        raise UsageError(f"a classifier needs at least 2 classes, got {num_classes}")
+    if outputs < 1:
+        raise UsageError(f"a model needs at least 1 output, got {outputs}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if len(shape) == 1:
-            return TabularMLP(shape[0], num_classes)
+            return TabularMLP(shape[0], outputs)
         if len(shape) == 3 and shape[1] >= 4 and shape[2] >= 4:
-            return SmallCNN(*shape, num_classes=num_classes)
+            return SmallCNN(*shape, num_classes=outputs)
     raise UsageError(
         f"no model for input shape {shape}: expected (features,) or (channels, height, width)"
         " with height and width at least 4"

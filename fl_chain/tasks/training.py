@@ -1,57 +1,37 @@
-"""Deterministic local training and evaluation on CPU.
+"""Deterministic local training and scoring of a torch model on arrays, on CPU.
 
 Same model, data, settings and seed give bit-identical weights on the same machine and
 software: shuffling uses its own seeded generator, the global torch RNG is forked and
 seeded, deterministic algorithms are enforced and torch runs on one thread (a parallel
 reduction may sum in a different order from run to run). Results across different CPUs
-or torch builds may still differ in the last bits.
+or torch builds may still differ in the last bits. What is minimized and what is
+measured is the objective's (fl_chain/tasks/objectives.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch import nn
 
-from fl_chain.data.dataset import ParticipantData
 from fl_chain.errors import UsageError
 from fl_chain.settings import TrainingSettings
 
 EVALUATION_BATCH = 4096
+Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
 class TrainReport:
-    """What a participant reports: mean cross-entropy of the last epoch (without the
-    proximal term), its number of training examples (the FedAvg weight) and steps taken."""
+    """Mean loss of the last epoch (without the proximal term), the number of training
+    examples (the FedAvg weight) and the optimizer steps taken."""
 
     loss: float
     examples: int
     steps: int
-
-
-class Evaluation(NamedTuple):
-    """Mean cross-entropy and accuracy over `examples` test examples."""
-
-    loss: float
-    accuracy: float
-    examples: int
-
-    @classmethod
-    def weighted_mean(cls, evaluations: Sequence[Evaluation]) -> Evaluation:
-        """The example-weighted mean: the federation's figure from per-participant ones."""
-        total = sum(e.examples for e in evaluations)
-        if total == 0:
-            raise UsageError("no test examples to evaluate on")
-        return cls(
-            loss=sum(e.loss * e.examples for e in evaluations) / total,
-            accuracy=sum(e.accuracy * e.examples for e in evaluations) / total,
-            examples=total,
-        )
 
 
 def make_deterministic() -> None:
@@ -60,26 +40,20 @@ def make_deterministic() -> None:
     torch.set_num_threads(1)
 
 
-def train(
-    model: nn.Module,
-    data: ParticipantData,
-    settings: TrainingSettings,
-    *,
-    seed: int,
-    proximal_mu: float = 0.0,
-) -> TrainReport:
-    """Train `model` in place on `data`'s train split.
+def fit(model: nn.Module, x: np.ndarray, y: np.ndarray, loss_of: Loss, settings: TrainingSettings, *,
+        seed: int, proximal_mu: float = 0.0) -> TrainReport:
+    """Train `model` in place on (x, y).
 
-    With proximal_mu > 0 this is FedProx: the loss gains mu/2 * ||w - w_start||^2, where
-    w_start are the weights the model holds on entry (the global model it was given).
+    With proximal_mu > 0 this is FedProx's local objective: the loss gains
+    mu/2 * ||w - w_start||^2, where w_start are the weights the model holds on entry (the
+    global model it was given).
     """
     if proximal_mu < 0:
         raise UsageError(f"proximal_mu must be non-negative, got {proximal_mu}")
-    if data.examples == 0:
-        raise UsageError(f"{data.name} has no training examples")
+    if len(y) == 0:
+        raise UsageError("no training examples")
     make_deterministic()
-    x = torch.from_numpy(data.train_x)
-    y = torch.from_numpy(data.train_y)
+    inputs, targets = torch.from_numpy(x), torch.from_numpy(y)
     anchor = [p.detach().clone() for p in model.parameters()]
     shuffle = torch.Generator().manual_seed(seed)
     model.train()
@@ -89,39 +63,23 @@ def train(
         steps = 0
         for _ in range(settings.epochs):
             loss_sum = 0.0
-            for batch in torch.randperm(len(y), generator=shuffle).split(settings.batch_size):
+            for batch in torch.randperm(len(targets), generator=shuffle).split(settings.batch_size):
                 optimizer.zero_grad()
-                loss = nn.functional.cross_entropy(model(x[batch]), y[batch])
-                if proximal_mu:
-                    (loss + _proximal_term(model, anchor, proximal_mu)).backward()
-                else:
-                    loss.backward()
+                loss = loss_of(model(inputs[batch]), targets[batch])
+                (loss + _proximal_term(model, anchor, proximal_mu) if proximal_mu else loss).backward()
                 optimizer.step()
                 loss_sum += loss.item() * len(batch)
                 steps += 1
-    return TrainReport(loss=loss_sum / len(y), examples=len(y), steps=steps)
+    return TrainReport(loss=loss_sum / len(targets), examples=len(targets), steps=steps)
 
 
-def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray) -> Evaluation:
-    """Mean cross-entropy and accuracy of `model` on (x, y)."""
-    if len(y) == 0:
-        raise UsageError("no test examples to evaluate on")
+def predict(model: nn.Module, x: np.ndarray) -> torch.Tensor:
+    """The model's outputs for every row of `x`, in batches, without gradients."""
     make_deterministic()
     model.eval()
-    loss_sum, correct = 0.0, 0
     with torch.no_grad():
-        for start in range(0, len(y), EVALUATION_BATCH):
-            inputs = torch.from_numpy(x[start : start + EVALUATION_BATCH])
-            labels = torch.from_numpy(y[start : start + EVALUATION_BATCH])
-            logits = model(inputs)
-            loss_sum += nn.functional.cross_entropy(logits, labels, reduction="sum").item()
-            correct += int((logits.argmax(dim=1) == labels).sum())
-    return Evaluation(loss=loss_sum / len(y), accuracy=correct / len(y), examples=len(y))
-
-
-def evaluate_participants(model: nn.Module, participants: Sequence[ParticipantData]) -> Evaluation:
-    """Each participant scores `model` on its own test split; the example-weighted mean."""
-    return Evaluation.weighted_mean([evaluate(model, p.test_x, p.test_y) for p in participants])
+        return torch.cat([model(torch.from_numpy(x[start:start + EVALUATION_BATCH]))
+                          for start in range(0, len(x), EVALUATION_BATCH)])
 
 
 def _optimizer(model: nn.Module, settings: TrainingSettings) -> torch.optim.Optimizer:

@@ -15,7 +15,7 @@ re-aggregated to the byte; a dissent on an accepted round is judged the same way
 a key, what only a key can settle is said loudly, naming who holds one.
 
 The run's own files are evidence, never trusted: summary.json's models must be the chain's,
-its accuracy and loss must follow from the participants' signed evaluations
+its figures (accuracy, loss, ...) must follow from the participants' signed evaluations
 (evaluations.jsonl), and what rests on nobody's signature is reported as unverified.
 """
 
@@ -49,7 +49,7 @@ from fl_chain.chain.history import Event, read_history
 from fl_chain.chain.ledger import bitmap_indices
 from fl_chain.codec import decode_model
 from fl_chain.envelope import is_usable_recipient, read_header
-from fl_chain.errors import FlChainError
+from fl_chain.errors import FlChainError, printable
 from fl_chain.identity import Identity
 from fl_chain.jsonfiles import parse_json
 from fl_chain.keyfile import OpeningKey
@@ -64,7 +64,7 @@ from fl_chain.protocol import (
     open_update,
 )
 from fl_chain.rundir import read_run_config, read_run_file
-from fl_chain.runlog import EVALUATIONS_FILE
+from fl_chain.runlog import EVALUATIONS_FILE, LEADING, SUMMARY_FIELDS, TRAILING
 from fl_chain.storage import dag
 from fl_chain.storage.cid import Cid
 from fl_chain.storage.unixfs import cid_of
@@ -725,7 +725,7 @@ class RunFiles:
         data = self._read(EVALUATIONS_FILE, MAX_RUN_FILE)
         if data is None:
             self.findings.unchecked("evaluations signed", f"{EVALUATIONS_FILE} is missing or unreadable: no figure "
-                                                          "of the run's accuracy or loss rests on a signature")
+                                                          "of the run's figures rests on a signature")
             return None
         models = {lineage.round: lineage.global_model for lineage in self.accepted}
         by_round: dict[int, dict[str, Evaluation]] = {}
@@ -774,22 +774,26 @@ class RunFiles:
             self.findings.passed("evaluations cover the round")
 
     def _summary_metrics(self, summary: Any, evaluations: dict[int, list[Evaluation]]) -> None:
-        """Each round's accuracy and loss in summary.json must be the example-weighted mean
-        of the participants' signed evaluations, bit for bit."""
+        """Each round's figures in summary.json, and the final ones, must be the
+        example-weighted means of the participants' signed evaluations, bit for bit, name
+        by name: a figure nobody signed is a mismatch."""
         mismatches = []
         try:
             rounds = [r for r in summary["rounds"] if r.get("accepted")]
             for entry in rounds:
                 recomputed = weighted_metrics(evaluations.get(entry["round"], []))
-                for name in ("accuracy", "loss"):
-                    if not _same(entry.get(name), recomputed.get(name)):
-                        mismatches.append(f"round {entry['round']} {name}: summary {entry.get(name)!r}, "
-                                          f"signed evaluations {recomputed.get(name)!r}")
+                claimed = entry["metrics"]
+                for name in sorted(set(claimed) | set(recomputed), key=str):
+                    if not _same(claimed.get(name), recomputed.get(name)):
+                        mismatches.append(f"round {entry['round']} {printable(str(name), 64)}: summary "
+                                          f"{printable(repr(claimed.get(name)), 64)}, signed evaluations "
+                                          f"{recomputed.get(name)!r}")
             final = summary["final"]
             last = weighted_metrics(evaluations.get(rounds[-1]["round"], [])) if rounds else {}
-            for name in ("accuracy", "loss"):
-                if name in final and not _same(final[name], last.get(name)):
-                    mismatches.append(f"final {name}: summary {final[name]!r}, signed evaluations {last.get(name)!r}")
+            for name in sorted(set(final) - set(SUMMARY_FIELDS), key=str):
+                if not _same(final[name], last.get(name)):
+                    mismatches.append(f"final {printable(str(name), 64)}: summary {printable(repr(final[name]), 64)}, "
+                                      f"signed evaluations {last.get(name)!r}")
         except (KeyError, TypeError, AttributeError, IndexError) as error:
             self.findings.failed("metrics rest on signed evaluations", f"summary.json is malformed: {error!r}")
             return
@@ -807,17 +811,22 @@ class RunFiles:
         signed = {(number, e.participant): e for number, found in evaluations.items() for e in found}
         mismatches = []
         try:
-            for row in csv.DictReader(io.StringIO(data.decode("utf-8", errors="replace"), newline="")):
+            reader = csv.DictReader(io.StringIO(data.decode("utf-8", errors="replace"), newline=""))
+            figures = [name for name in reader.fieldnames or [] if name not in LEADING + TRAILING]
+            for row in reader:
                 number = int(row["round"])
-                accuracy = row.get("accuracy") or ""
                 if row["scope"] == "round":
-                    expected = weighted_metrics(evaluations.get(number, [])).get("accuracy")
+                    expected = weighted_metrics(evaluations.get(number, []))
                 elif (number, row["participant"]) in signed:
-                    expected = signed[(number, row["participant"])].metrics.get("accuracy")
+                    expected = signed[(number, row["participant"])].metrics
                 else:
-                    expected = None
-                if accuracy and not _same(float(accuracy), expected):
-                    mismatches.append(f"round {number} {row['scope']} {row['participant']}: accuracy {accuracy}")
+                    expected = {}
+                for name in figures:
+                    cell = row.get(name) or ""
+                    if cell and not _same(float(cell), expected.get(name)):
+                        mismatches.append(f"round {number} {printable(row['scope'], 16)} "
+                                          f"{printable(row['participant'], 42)}: {printable(name, 64)} "
+                                          f"{printable(cell, 32)}")
         except (OSError, KeyError, ValueError, csv.Error) as error:
             self.findings.failed("metrics.csv matches the signed evaluations", f"metrics.csv is malformed: {error!r}")
             return

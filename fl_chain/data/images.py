@@ -1,0 +1,90 @@
+"""The `images` task's data: a folder of images per participant, one sub-folder per class.
+
+The layout is torchvision's ImageFolder convention: `site_a/benign/001.png`,
+`site_a/malignant/002.jpg`, and so on. Every image (PNG or JPEG, by extension) is
+decoded, converted to `channels` (1: grey, 3: RGB), resized to `size` x `size` and
+scaled to [0, 1] by the fixed range 0..255, so no statistic of anyone's images has to be
+shared. The class vocabulary is the sorted union of every participant's sub-folder
+names, so class indices agree across participants. Only regular files are read; a file
+that is not a decodable image, or one larger than MAX_PIXELS before resizing, is an
+error that names it.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from fl_chain.data.dataset import FederatedDataset
+from fl_chain.data.split import split_participant
+from fl_chain.errors import DataError, UsageError
+
+EXTENSIONS = (".png", ".jpg", ".jpeg")
+MAX_PIXELS = 50_000_000  # beyond any scan a hospital would train a small CNN on: a decompression bomb
+MAX_SIZE = 512
+MODES = {1: "L", 3: "RGB"}
+
+
+def load_image_folders(dirs: Sequence[str | Path], *, size: int, channels: int, seed: int,
+                       test_fraction: float = 0.2) -> FederatedDataset:
+    """One participant per folder, in the order given, each with a local train/test split."""
+    if not dirs:
+        raise UsageError("the images task needs at least one participant folder: task.dirs=[site_a,site_b]")
+    if not (isinstance(size, int) and 4 <= size <= MAX_SIZE):
+        raise UsageError(f"task.size must be an integer from 4 to {MAX_SIZE}, got {size!r}")
+    if channels not in MODES:
+        raise UsageError(f"task.channels must be 1 (grey) or 3 (RGB), got {channels!r}")
+    folders = [Path(folder) for folder in dirs]
+    for folder in folders:
+        if not folder.is_dir():
+            raise UsageError(f"task.dirs: {folder} is not a directory")
+    listed = [_class_files(folder) for folder in folders]
+    classes = sorted({name for files in listed for name in files})
+    if len(classes) < 2:
+        raise DataError(f"the image folders {', '.join(map(str, folders))} hold {len(classes)} class sub-folder(s); "
+                        "a classifier needs at least 2")
+    participants = []
+    for index, (folder, files) in enumerate(zip(folders, listed)):
+        paths = [(path, classes.index(name)) for name in sorted(files) for path in files[name]]
+        x = np.stack([_pixels(path, size, channels) for path, _ in paths]) if paths else np.zeros((0, channels, size, size))
+        y = np.array([label for _, label in paths], dtype=np.int64)
+        participants.append(split_participant(folder.name or str(folder), x, y, index=index,
+                                              test_fraction=test_fraction, seed=seed))
+    return FederatedDataset(task="images", participants=tuple(participants), num_classes=len(classes),
+                            input_shape=(channels, size, size), feature_names=(), class_names=tuple(classes))
+
+
+def _class_files(folder: Path) -> dict[str, list[Path]]:
+    """Each class sub-folder's image files, sorted by name (symbolic links are skipped)."""
+    found: dict[str, list[Path]] = {}
+    for sub in sorted(folder.iterdir()):
+        if sub.is_symlink() or not sub.is_dir():
+            continue
+        images = sorted(path for path in sub.iterdir()
+                        if path.suffix.lower() in EXTENSIONS and not path.is_symlink() and path.is_file())
+        if images:
+            found[sub.name] = images
+    if not found:
+        raise DataError(f"{folder} has no class sub-folders with PNG or JPEG images (expected {folder}/<class>/*.png)")
+    return found
+
+
+def _pixels(path: Path, size: int, channels: int) -> np.ndarray:
+    """One image as float32 (channels, size, size) in [0, 1]."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                if image.width * image.height > MAX_PIXELS:
+                    raise DataError(f"{path} is {image.width}x{image.height} pixels, more than {MAX_PIXELS}")
+                pixels = np.asarray(image.convert(MODES[channels]).resize((size, size), Image.BILINEAR))
+    except DataError:
+        raise
+    except (OSError, ValueError, Image.DecompressionBombWarning, Image.DecompressionBombError) as error:
+        raise DataError(f"{path} is not an image fl-chain can read: {error}") from None
+    scaled = pixels.astype(np.float32) / 255.0
+    return scaled.reshape(size, size, channels).transpose(2, 0, 1).copy()
