@@ -15,10 +15,10 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from fl_chain.chain.federation import AGGREGATION_RULES
 from fl_chain.chain.operator import RpcSettings
 from fl_chain.drills import parse_drills
 from fl_chain.errors import UsageError
+from fl_chain.rules import RULE_NAMES
 from fl_chain.storage.backends import BACKENDS as STORE_BACKENDS
 from fl_chain.tasks.catalog import open_task
 
@@ -39,7 +39,22 @@ LIMITS = {"seed": 2**32 - 1, "num_participants": 100_000, "rounds": 100_000, "nu
 def compose_experiment(overrides: Sequence[str] = ()) -> dict[str, Any]:
     """The experiment configs/config.yaml describes with Hydra `overrides`, outside `flchain run`."""
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return resolve_config(compose(config_name="config", overrides=list(overrides)))
+        return resolve_config(compose(config_name="config", overrides=task_class_overrides(overrides)))
+
+
+def task_class_overrides(overrides: Sequence[str]) -> list[str]:
+    """Hydra's spelling of what a user means by `task._target_=my_pkg.MyTask task.steps=20`:
+    the `custom` task group (nothing but `_target_`) unless a task group is chosen, and
+    each `task.KEY=VALUE` adding its key (`++task.KEY=VALUE`); so too for a named model
+    (`task.model._target_=my_pkg.Net task.model.hidden=64`)."""
+    keys = [override.split("=", 1)[0] for override in overrides]
+    adds_task_keys = "task._target_" in keys or "task.model._target_" in keys
+    if not adds_task_keys:
+        return list(overrides)
+    rewritten = [f"++{override}" if key.startswith("task.") else override for override, key in zip(overrides, keys)]
+    if "task._target_" in keys and "task" not in keys:
+        rewritten.insert(0, "task=custom")
+    return rewritten
 
 
 def resolve_config(cfg: DictConfig) -> dict[str, Any]:
@@ -116,8 +131,8 @@ def validate(config: dict[str, Any]) -> None:
          f"max_attempts must be an integer from 1 to 100, got {config.get('max_attempts')}"),
         (isinstance(config["chain"].get("chain_id"), (int, type(None))) and 0 < (config["chain"].get("chain_id") or 1)
          < 2**63, f"chain.chain_id must be a positive integer below 2**63, got {config['chain'].get('chain_id')!r}"),
-        (config["strategy"]["name"] in AGGREGATION_RULES,
-         f"unknown strategy {config['strategy']['name']!r}; choose one of {tuple(AGGREGATION_RULES)}"),
+        (config["strategy"].get("rule", "fedavg") in RULE_NAMES,
+         f"unknown aggregation rule strategy.rule={config['strategy'].get('rule')!r}; choose one of {RULE_NAMES}"),
         (config["chain"]["backend"] in CHAIN_BACKENDS,
          f"unknown chain backend {config['chain']['backend']!r}; choose one of {CHAIN_BACKENDS}"),
         (config["storage"]["backend"] in STORE_BACKENDS,

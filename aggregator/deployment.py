@@ -24,7 +24,7 @@ from typing import Any
 from flwr.serverapp import Grid
 from omegaconf import OmegaConf
 
-from aggregator.config import AGGREGATION_RULES, compose_experiment, validate
+from aggregator.config import compose_experiment, validate
 from aggregator.strategy import OnChainStrategy
 from fl_chain.chain import rpc
 from fl_chain.chain.accounts import unlock_keystore
@@ -113,7 +113,6 @@ def _settings(config: dict[str, Any], setup: AggregatorFile, ledger: Ledger) -> 
 
 
 def _plan(config: dict[str, Any]) -> RoundPlan:
-    assert config["strategy"]["name"] in AGGREGATION_RULES
     return RoundPlan(config["rounds"], config["quorum"], config["fraction_train"], config["reply_timeout"],
                      seed=config["seed"], max_attempts=config.get("max_attempts", 3))
 

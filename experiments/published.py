@@ -8,7 +8,9 @@ knows. Where it runs and who pays never come from the file: a chain the run star
 itself (embedded, or its own anvil, by chain id) may be taken from it, since that
 reaches nothing outside the process; anything else (a node's URL, a keystore, a kubo
 daemon, a store directory, data file paths) must be named on the user's own command
-line, as Hydra overrides of `chain`, `storage` or `task.files`.
+line, as Hydra overrides of `chain`, `storage`, `task.files` or `task.dirs`. A task that is
+code (`task._target_`, `task.module`, `task.model._target_`) is imported only when the
+user repeats its name on the command line: importing a module runs it.
 """
 
 from __future__ import annotations
@@ -17,41 +19,63 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from aggregator.config import RUN_OWNED_CHAINS, compose_experiment
+from aggregator.config import PER_PARTICIPANT, RUN_OWNED_CHAINS, compose_experiment, task_class_overrides
 from experiments.overrides import check_types, compose_jobs
 from fl_chain.chain.federation import experiment_of
 from fl_chain.errors import UsageError, printable
 from fl_chain.rundir import read_run_config
 
-WHERE_OVERRIDES = ("chain", "storage", "task.files")
+WHERE_OVERRIDES = ("chain", "storage", "task.files", "task.dirs")
 GROUP_KEYS = {"task": "name", "partition": "scheme", "strategy": "name", "privacy": "mode"}
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
 def compose_from_run(run_dir: Path, overrides: Sequence[str]) -> dict[str, Any]:
     """The config to re-run `run_dir` with: its experiment, and where it runs from `overrides`."""
-    for override in overrides:
-        key = override.split("=", 1)[0].lstrip("+~")
-        if not any(key == allowed or key.startswith(allowed + ".") for allowed in WHERE_OVERRIDES):
-            raise UsageError(f"{override!r}: the experiment is taken from {run_dir}; only where it runs may be given "
-                             f"here ({', '.join(f'{k}=...' for k in WHERE_OVERRIDES)})")
     published = read_run_config(run_dir)
     what = experiment_of(published)
+    code = _named_code(what.get("task"))
+    given = dict(override.lstrip("+~").split("=", 1) for override in overrides if "=" in override)
+    for key, value in code.items():
+        if given.get(key) != value:
+            raise UsageError(f"{run_dir} trains with code its config names ({key}={printable(value)}): importing it "
+                             f"runs it, so fl-chain does so only on your word: repeat {key}={printable(value)} to "
+                             "run it")
+    for override in overrides:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if key not in code and not any(key == allowed or key.startswith(allowed + ".") for allowed in WHERE_OVERRIDES):
+            raise UsageError(f"{override!r}: the experiment is taken from {run_dir}; only where it runs may be given "
+                             f"here ({', '.join(f'{k}=...' for k in WHERE_OVERRIDES)})")
     choices = [f"{group}={what[group][key]}" for group, key in GROUP_KEYS.items()
                if isinstance(what.get(group), dict) and isinstance(what[group].get(key), str)]
     taken_where = _run_owned_where(published, overrides)
-    compose_jobs(CONFIG_DIR, "config", [*choices, *taken_where, *overrides])  # each option and type checked
+    compose_jobs(CONFIG_DIR, "config", task_class_overrides([*choices, *taken_where, *overrides]))  # each checked
     defaults = compose_experiment([*choices, *taken_where, *overrides])
-    _check_known(what, defaults, run_dir)
+    _check_known(what, defaults, run_dir, own_keys=bool(code.keys() - {"task.model._target_"}))
     check_types(what, experiment_of(defaults), "")
     config = {**defaults, **what}
-    if config["task"].get("name") == "csv":
-        if not any(o.split("=", 1)[0].lstrip("+~") == "task.files" for o in overrides):
-            raise UsageError(f"{run_dir} trained on CSV files; name your copies of them yourself: task.files=[...]: "
-                             "paths in someone else's config are never opened")
-        config["task"] = {**config["task"], "files": defaults["task"]["files"]}
-        config["num_participants"] = len(config["task"]["files"])
+    paths = PER_PARTICIPANT.get(config["task"].get("name"))
+    if paths is not None and "_target_" not in config["task"]:
+        if f"task.{paths}" not in given:
+            raise UsageError(f"{run_dir} trained on its participants' own data; name your copies of it yourself: "
+                             f"task.{paths}=[...]: paths in someone else's config are never opened")
+        config["task"] = {**config["task"], paths: defaults["task"][paths]}
+        config["num_participants"] = len(config["task"][paths])
     return config
+
+
+def _named_code(task: object) -> dict[str, str]:
+    """The code a task config names for import, by the override that names it."""
+    if not isinstance(task, dict):
+        return {}
+    named = {}
+    if "_target_" in task:
+        named["task._target_"] = str(task["_target_"])
+    if task.get("name") == "flower" and "module" in task:
+        named["task.module"] = str(task["module"])
+    if isinstance(task.get("model"), dict) and "_target_" in task["model"]:
+        named["task.model._target_"] = str(task["model"]["_target_"])
+    return named
 
 
 def stored_elsewhere(run_dir: Path, overrides: Sequence[str]) -> None:
@@ -82,14 +106,17 @@ def _run_owned_where(published: dict[str, Any], overrides: Sequence[str]) -> lis
     return [f"chain={backend}", f"chain.chain_id={chain_id}"]
 
 
-def _check_known(what: dict[str, Any], defaults: dict[str, Any], run_dir: Path) -> None:
+def _check_known(what: dict[str, Any], defaults: dict[str, Any], run_dir: Path, own_keys: bool) -> None:
     """Every key the published config sets must be one fl-chain has (a typo or a foreign
     key is refused, not silently carried into the task hash); keys it lacks (an older
-    fl-chain's run) take their defaults."""
+    fl-chain's run) take their defaults. `own_keys`: the task is code the user named, and
+    its keys are that code's."""
     known = experiment_of(defaults)
     for key, value in what.items():
         if key not in known:
             raise UsageError(f"{run_dir}/config.yaml sets {printable(key)!r}, which is not an fl-chain config key")
+        if key == "task" and own_keys:
+            continue
         if isinstance(value, dict) and isinstance(known[key], dict):
             for name in value:
                 if name not in known[key]:

@@ -64,6 +64,9 @@ def handle(args: argparse.Namespace) -> int:
     modes = [mode for mode in EXCLUSIVE_MODES if getattr(args, mode)]
     if len(modes) > 1:
         raise UsageError("only one of " + ", ".join(f"--{mode.replace('_', '-')}" for mode in modes) + " may be given")
+    from aggregator.config import task_class_overrides
+
+    args.overrides = task_class_overrides(args.overrides)
     if not (args.help or args.hydra_help or args.shell_completion or args.experimental_rerun
             or args.config_path or args.config_dir):  # Hydra's own tools, or a config tree other than configs/
         _check_jobs(args.overrides, config_name=args.config_name or "config", multirun=args.multirun,

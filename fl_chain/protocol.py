@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from fl_chain.aggregation import WeightedUpdate, federated_average
+from fl_chain.aggregation import WeightedUpdate
 from fl_chain.chain.commitment import SignedCommitment
 from fl_chain.chain.federation import CommitmentRecord, ExclusionReason, RelayOutcome, Role, RoundStatus
 from fl_chain.chain.ledger import Ledger
@@ -63,6 +63,7 @@ from fl_chain.errors import (
 )
 from fl_chain.identity import Identity
 from fl_chain.messages import Ticket
+from fl_chain.rules import AggregationRule, rule_for
 from fl_chain.storage.blockstore import ContentStore
 from fl_chain.storage.cid import RAW, Cid
 from fl_chain.storage.dag import MAX_BLOB_BYTES
@@ -95,6 +96,11 @@ class Federation:
     @property
     def chain_id(self) -> int:
         return self.ledger.chain.chain_id
+
+    @property
+    def rule(self) -> AggregationRule:
+        """The aggregation rule the federation records: what every role combines updates with."""
+        return rule_for(self.ledger.parameters().aggregation_rule)
 
 
 @dataclass(frozen=True)
@@ -441,8 +447,9 @@ def exclusion_code(error: FlChainError) -> ExclusionReason:
 
 
 def aggregate(federation: Federation, round_number: int, collected: CollectedUpdates) -> tuple[dict[str, np.ndarray], Cid]:
-    """Deterministic FedAvg of the collected updates, stored as the round's global model."""
-    tensors = federated_average(collected.updates)
+    """The federation's rule (from the chain) over the collected updates, stored as the
+    round's global model."""
+    tensors = federation.rule.aggregate(collected.updates)
     cid = federation.store.put(encode_global_model(federation, round_number, tensors))
     federation.store.pin(cid)
     return tensors, cid
@@ -533,7 +540,7 @@ def judge(federation: Federation, validator: Identity, round_number: int,
         valid.append(outcome)
     if len(valid) < federation.ledger.parameters().quorum:
         return Judgement(NO_VALID_AGGREGATE, (*disputes, f"only {len(valid)} valid updates, below the quorum"))
-    model = cid_of(encode_global_model(federation, round_number, federated_average(valid)))
+    model = cid_of(encode_global_model(federation, round_number, federation.rule.aggregate(valid)))
     return Judgement(model, tuple(disputes))
 
 

@@ -44,7 +44,7 @@ CASES = [
                  id="unknown-nested-key"),
     pytest.param(("run", "partition=iid", "partition.alpha=0.3"), "unknown config key 'partition.alpha' "
                  "(partition has: scheme)", id="key-of-another-option"),
-    pytest.param(("run", "task=nope"), "task=nope: choose one of breast_cancer, csv, digits", id="group-option"),
+    pytest.param(("run", "task=nope"), "task=nope: choose one of breast_cancer, csv, custom, diabetes, digits, flower, images", id="group-option"),
     pytest.param(("run", "rounds=abc"), "rounds must be an integer, got 'abc'", id="type-int"),
     pytest.param(("run", "fraction_train=yes"), "fraction_train must be a number, got 'yes'", id="type-float"),
     pytest.param(("run", "task.learning_rate=[1]"), "task.learning_rate must be a number, got [1]", id="type-list"),
@@ -64,7 +64,7 @@ CASES = [
     pytest.param(("run", "reply_timeout=0"), "reply_timeout must be positive, got 0", id="reply-timeout"),
     pytest.param(("run", "seed=-1"), "seed must be at least 0, got -1", id="seed"),
     pytest.param(("run", "task.learning_rate=0"), "learning_rate must be positive", id="learning-rate"),
-    pytest.param(("run", *CSV_RUN, "task.files={tmp}/good.csv"), "task.files must be a list of file paths",
+    pytest.param(("run", *CSV_RUN, "task.files={tmp}/good.csv"), "task.files must be a list of paths",
                  id="files-not-a-list"),
     # values only the data can judge (loaded before the chain starts)
     pytest.param(("run", "drills=[{{participant:1,round:1,kind:explode}}]"), "drill kind 'explode' is not one of",

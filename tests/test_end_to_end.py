@@ -30,9 +30,9 @@ def test_run_directory_holds_an_accepted_auditable_run(sweep: Path) -> None:
     assert [r["round"] for r in summary["rounds"]] == [1, 2]
     for record in summary["rounds"]:
         assert record["accepted"] and record["commitments"] >= 2 and record["included"] >= 2
-        assert record["gas_used"] > 0 and 0 <= record["accuracy"] <= 1
+        assert record["gas_used"] > 0 and 0 <= record["metrics"]["accuracy"] <= 1
     assert summary["final"]["global_cid"] == summary["rounds"][-1]["global_cid"]
-    assert 0 < summary["final"]["centralized_accuracy"] <= 1
+    assert 0 < summary["final"]["centralized"]["accuracy"] <= 1 and 0 <= summary["final"]["accuracy"] <= 1
     assert str(cid_of((run_dir / "model.safetensors").read_bytes())) == summary["final"]["global_cid"]
     for name in ("config.yaml", "metrics.csv", "federation.json", "accuracy.png", "loss.png",
                  "label_distribution.png", "ledger/genesis.json", "ledger/blocks.jsonl"):

@@ -67,7 +67,7 @@ def run(config: dict[str, Any], out_dir: Path) -> dict[str, Any]:
                 "ratio": mean / results["plain"]["mean"],
                 "target": TARGETS.get(backend),
                 "stages": _stage_means(run_dir, warmup),
-                "final_accuracy": summary["final"]["accuracy"],
+                "final_accuracy": summary["final"].get("accuracy"),
             }
     _write(results, out_dir, experiment)
     return results

@@ -17,6 +17,7 @@ from typing import Any
 from eth_utils import to_checksum_address
 
 from fl_chain.chain.reverts import Revert
+from fl_chain.rules import rule_named
 from fl_chain.storage.cid import Cid
 
 
@@ -313,16 +314,13 @@ def experiment_of(config: Mapping[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in config.items() if key not in WHERE_NOT_WHAT}
 
 
-AGGREGATION_RULES = {"fedavg": 0, "fedprox": 1}  # the rule code the contract stores for each strategy
-
-
 def parameters_for(config: Mapping[str, Any]) -> FederationParameters:
     """The parameters a federation for this experiment must have: what `flchain run` and
     `flchain deploy` deploy, and what participants and `verify` check the chain against
     (a task hash alone would let a deployer loosen the bounds the contract enforces)."""
     return FederationParameters(
         task_hash=task_hash(config),
-        aggregation_rule=AGGREGATION_RULES[config["strategy"]["name"]],
+        aggregation_rule=rule_named(str(config["strategy"].get("rule", "fedavg"))).code,
         quorum=int(config["quorum"]),
         round_duration=int(config["round_duration"]),
         attestation_threshold=int(config["attestation_threshold"]),

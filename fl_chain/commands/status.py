@@ -19,6 +19,7 @@ from fl_chain.chain.federation import FederationParameters, Member, RoundState, 
 from fl_chain.chain.federation_file import attach_over_rpc
 from fl_chain.chain.ledger import Ledger
 from fl_chain.commands.members import member_json, members_table, table
+from fl_chain.rules import RULES
 from fl_chain.storage.cid import Cid
 
 
@@ -108,7 +109,7 @@ class FederationStatus:
             ("admin", self.admin),
             ("aggregator", self.aggregator or "none appointed"),
             ("task hash", "0x" + parameters.task_hash.hex()),
-            ("aggregation rule", str(parameters.aggregation_rule)),
+            ("aggregation rule", _rule_name(parameters.aggregation_rule)),
             ("quorum", str(parameters.quorum)),
             ("round duration", f"{parameters.round_duration} s"),
             ("attestation threshold", str(parameters.attestation_threshold)),
@@ -141,3 +142,8 @@ def _cid(cid: Cid | None) -> str | None:
 
 def _utc(timestamp: int) -> str:
     return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
+
+
+def _rule_name(code: int) -> str:
+    known = RULES.get(code)
+    return f"{code} ({known.name})" if known else f"{code} (unknown to this fl-chain)"

@@ -34,7 +34,7 @@ from typing import Any
 from eth_abi import encode
 from eth_utils import keccak, to_checksum_address
 
-from fl_chain.aggregation import WeightedUpdate, federated_average
+from fl_chain.aggregation import WeightedUpdate
 from fl_chain.chain.artifacts import FEDERATION, deployed_code_matches
 from fl_chain.chain.committee import committee_seed, draw_committee
 from fl_chain.chain.federation import (
@@ -633,9 +633,10 @@ def _reaggregate(federation: Federation, lineage: RoundLineage, keys: list[Openi
         findings.failed("re-aggregation", f"only {len(valid)} of the updates that should be in are valid, "
                                           "below the quorum: the attempt should have failed", round=number)
         return
-    recomputed = cid_of(encode_global_model(federation, number, federated_average(valid)))
+    rule = federation.rule
+    recomputed = cid_of(encode_global_model(federation, number, rule.aggregate(valid)))
     matches = findings.expect("re-aggregation", str(lineage.global_model), str(recomputed),
-                              "FedAvg of the valid updates that should be included", round=number)
+                              f"{rule.description} (rule {rule.code}, as the federation records)", round=number)
     for validator, cid in lineage.dissents:
         if matches:
             findings.passed("dissents judged", round=number, participant=validator,

@@ -9,6 +9,7 @@ finding or one clear line, and nothing a file says reaches the terminal unescape
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import threading
@@ -209,11 +210,12 @@ def test_a_replaced_genesis_model_fails(published: Path) -> None:
     assert any(f["check"] == "genesis model stored" and f["status"] == "failed" for f in report["findings"])
 
 
-@pytest.mark.parametrize("forgery", ["summary accuracy", "metrics.csv accuracy", "evaluation rewritten"])
+@pytest.mark.parametrize("forgery", ["summary accuracy", "metrics.csv accuracy", "evaluation rewritten",
+                                     "unsigned figure in summary", "unsigned column in metrics.csv"])
 def test_fabricated_metrics_fail(published: Path, forgery: str) -> None:
     if forgery == "summary accuracy":
         summary = json.loads((published / "summary.json").read_text())
-        summary["rounds"][-1]["accuracy"] = summary["final"]["accuracy"] = 0.999
+        summary["rounds"][-1]["metrics"]["accuracy"] = summary["final"]["accuracy"] = 0.999
         (published / "summary.json").write_text(json.dumps(summary))
         check = "metrics rest on signed evaluations"
     elif forgery == "metrics.csv accuracy":
@@ -225,6 +227,16 @@ def test_fabricated_metrics_fail(published: Path, forgery: str) -> None:
             if cells[header.index("scope")] == "round":
                 cells[at] = "0.999"
                 lines[i] = ",".join(cells)
+        (published / "metrics.csv").write_text("\n".join(lines) + "\n")
+        check = "metrics.csv matches the signed evaluations"
+    elif forgery == "unsigned figure in summary":  # a figure nobody measured, e.g. an AUC of 0.99
+        summary = json.loads((published / "summary.json").read_text())
+        summary["final"]["auc"] = summary["rounds"][-1]["metrics"]["auc"] = 0.99
+        (published / "summary.json").write_text(json.dumps(summary))
+        check = "metrics rest on signed evaluations"
+    elif forgery == "unsigned column in metrics.csv":
+        lines = (published / "metrics.csv").read_text().splitlines()
+        lines = [lines[0] + ",auc", *(line + ",0.99" for line in lines[1:])]
         (published / "metrics.csv").write_text("\n".join(lines) + "\n")
         check = "metrics.csv matches the signed evaluations"
     else:
@@ -365,7 +377,7 @@ def test_json_nested_a_hundred_thousand_deep_is_one_finding_or_line(published: P
 
 def test_a_huge_number_in_the_summary_is_a_finding(published: Path) -> None:
     summary = json.loads((published / "summary.json").read_text())
-    summary["rounds"][0]["accuracy"] = 10**400
+    summary["rounds"][0]["metrics"]["accuracy"] = 10**400
     (published / "summary.json").write_text(json.dumps(summary))
     code, result = report(published)
     assert code == 1 and findings_of(result, "metrics rest on signed evaluations")[0]["status"] == "failed"
@@ -447,3 +459,29 @@ def test_a_malformed_rounds_log_is_one_line_on_resume(published: Path, small_run
     (published / "rounds.jsonl").write_text(line + "\n")
     completed = flchain("resume", str(published))
     assert completed.returncode in (1, 2) and "Traceback" not in completed.stderr, completed.stderr[-2000:]
+
+
+EVIL_MODULE = "import pathlib, os\npathlib.Path(os.environ['EVIL_MARKER']).write_text('ran')\nclass Task: pass\n"
+
+
+@pytest.mark.parametrize(("named", "key"), [
+    ("  _target_: outside_evil.Task\n", "task._target_"),
+    ("  model:\n    _target_: outside_evil.Task\n", "task.model._target_"),
+])
+def test_code_a_published_config_names_is_never_imported(published: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch, named: str,
+                                                          key: str) -> None:
+    """A publisher names a module that runs something on import: reproduce asks the user to
+    name it themselves, and verify never imports a task at all."""
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "outside_evil.py").write_text(EVIL_MODULE)
+    marker = tmp_path / "it-ran"
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(code), os.environ.get("PYTHONPATH")])))
+    monkeypatch.setenv("EVIL_MARKER", str(marker))
+    edit_config(published, "task:\n", "task:\n" + named)
+    line = one_line_error(flchain("reproduce", str(published), "--out", str(tmp_path / "again")))
+    assert f"repeat {key}=outside_evil.Task" in line
+    completed = flchain("verify", str(published))
+    assert "Traceback" not in completed.stderr and completed.returncode in (0, 1)
+    assert not marker.exists()
