@@ -2,7 +2,8 @@
 
 Simulated participants run in their own processes (Flower's Ray actors), yet must read
 the chain and send their own transactions exactly as they would to a real node. This
-small server answers the handful of standard `eth_*` methods a web3 client needs, by
+small server answers the standard `eth_*` methods fl-chain's web3 calls need (every one:
+tests/test_bridge.py pins the list), by
 calling the in-process web3 and encoding the answers as JSON-RPC. It listens on
 127.0.0.1 only and serializes access, since the embedded EVM is not thread-safe.
 """
@@ -75,6 +76,13 @@ def _receipt_or_none(web3: Web3, tx_hash: str) -> Any:
         return None
 
 
+def _transaction_or_none(web3: Web3, tx_hash: str) -> Any:
+    try:
+        return web3.eth.get_transaction(tx_hash)
+    except TransactionNotFound:
+        return None
+
+
 CLIENT_VERSION = "fl-chain-embedded"
 
 
@@ -104,6 +112,7 @@ def _handlers(web3: Web3, increase_time: Callable[[int], None] | None) -> dict[s
         "eth_getLogs": lambda log_filter: eth.get_logs(_log_filter(log_filter)),
         "eth_sendRawTransaction": lambda raw: eth.send_raw_transaction(raw),
         "eth_getTransactionReceipt": lambda tx_hash: _receipt_or_none(web3, tx_hash),
+        "eth_getTransactionByHash": lambda tx_hash: _transaction_or_none(web3, tx_hash),
     }
 
 
