@@ -22,7 +22,8 @@ import numpy as np
 
 from fl_chain.errors import FlChainError, UsageError
 from fl_chain.messages import Ticket
-from fl_chain.participant import Trained, TrainFn
+from fl_chain.participant import TrainFn
+from fl_chain.task import Trained
 
 KINDS = ("crash", "hang", "nan")
 MAX_HANG = 3_600.0

@@ -33,27 +33,12 @@ from fl_chain.errors import FlChainError
 from fl_chain.identity import Identity
 from fl_chain.messages import Evaluation, Receipt, Ticket, read_cid, read_int
 from fl_chain.protocol import Federation, ProtocolError
+from fl_chain.task import Evaluated, Trained
 from fl_chain.timing import Stopwatch
 
 Tensors = Mapping[str, np.ndarray]
 DEADLINE_MARGIN = 5  # seconds before the deadline by which a participant's own commitment is sent
 WATCH_POLL = 1.0
-
-
-@dataclass(frozen=True)
-class Trained:
-    """A task's local training result: the new weights, the examples they were trained on
-    (the update's FedAvg weight, capped on chain) and the task's own figures (e.g. loss)."""
-
-    tensors: dict[str, np.ndarray]
-    examples: int
-    metrics: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Evaluated:
-    metrics: dict[str, float]
-    examples: int
 
 
 TrainFn = Callable[[Tensors, Ticket], Trained]

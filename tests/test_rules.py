@@ -20,7 +20,8 @@ from fl_chain.errors import UsageError
 from fl_chain.protocol import Federation
 from fl_chain.rules import RULES, FedAvg, rule_for, rule_named
 from fl_chain.storage.blockstore import LocalStore
-from tests.conftest import Consortium, genesis_cid
+
+from conftest import Consortium, genesis_cid
 
 
 def test_fedavg_is_rule_zero_and_combines_as_federated_average() -> None:
