@@ -27,7 +27,7 @@ from aggregator.drill import KillDrill
 from fl_chain import blobs
 from fl_chain.chain.federation import Role
 from fl_chain.data.preprocessing import SignedSummary
-from fl_chain.errors import FlChainError
+from fl_chain.errors import FlChainError, UsageError
 from fl_chain.identity import Identity
 from fl_chain.messages import Greeting, MalformedMessage
 from fl_chain.progress import Progress
@@ -147,6 +147,12 @@ class GridTransport:
         return Reply(address, kind, content)
 
 
+NOT_WRAPPABLE = ("OnChainStrategy runs its rounds itself (its start() drives fl-chain's round coordinator on "
+                 "chain); a Flower strategy wrapped around it, such as DifferentialPrivacyServerSideFixedClipping, "
+                 "would drive per-round hooks it does not have and train nothing. Call its start() directly; the "
+                 "aggregation rule is the federation's and privacy is fl-chain's privacy mode")
+
+
 class OnChainStrategy(Strategy):
     """Runs fl-chain's round coordinator over the Grid Flower hands the ServerApp."""
 
@@ -185,20 +191,23 @@ class OnChainStrategy(Strategy):
         self.progress.note(f"{len(summaries)} sites agreed on {len(shared.feature_names)} features and "
                            f"{len(shared.classes)} classes, scaled with federated statistics")
 
-    # ------------------------------------------------------------ Flower's strategy hooks (unused)
+    # ------------------------------------------------------------ Flower's strategy hooks
+
+    # Flower's per-round hooks are what a wrapping strategy (its differential-privacy ones,
+    # for instance) drives from its own `start`. fl-chain's rounds are its coordinator's, on
+    # chain: a wrapper would run rounds that train nothing, so each hook refuses, naming why.
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
-        return []
+        raise UsageError(NOT_WRAPPABLE)
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Unused: aggregation reads the chain, not the replies (fl_chain/round.py)."""
-        return None, None
+        raise UsageError(NOT_WRAPPABLE)
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
-        return []
+        raise UsageError(NOT_WRAPPABLE)
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        return None
+        raise UsageError(NOT_WRAPPABLE)
 
     def summary(self) -> None:
         """Flower calls this to log the strategy; the run's summary.json says more."""

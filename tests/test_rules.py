@@ -1,4 +1,5 @@
-"""Aggregation rules come from the chain: every role looks up the code the federation
+"""Aggregation rules come from the chain (and Flower cannot wrap the strategy that runs
+them): every role looks up the code the federation
 records, FedProx is a training option rather than a rule, and a code this fl-chain does
 not know is refused by name instead of being aggregated some other way."""
 
@@ -57,3 +58,21 @@ def test_every_role_takes_the_rule_the_federation_records(tmp_path: Path, consor
     else:
         with pytest.raises(UsageError, match=f"aggregation rule {code}"):
             federation.rule  # noqa: B018 - the lookup is what is tested
+
+
+def test_a_flower_privacy_wrapper_around_the_strategy_is_refused_not_run_empty() -> None:
+    """Wrapped in one of Flower's differential-privacy strategies, the on-chain strategy
+    would be asked for rounds it does not run: the first hook says why, instead."""
+    from flwr.app import ArrayRecord, ConfigRecord
+    from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping
+
+    from aggregator.strategy import NOT_WRAPPABLE, OnChainStrategy
+
+    strategy = OnChainStrategy.__new__(OnChainStrategy)  # the hooks touch no state: refused before any is needed
+    wrapped = DifferentialPrivacyServerSideFixedClipping(strategy, noise_multiplier=1.0, clipping_norm=1.0,
+                                                         num_sampled_clients=3)
+    with pytest.raises(UsageError, match="a Flower strategy wrapped around it"):
+        wrapped.configure_train(1, ArrayRecord(), ConfigRecord(), None)  # type: ignore[arg-type]
+    with pytest.raises(UsageError) as refused:
+        wrapped.aggregate_train(1, [])
+    assert str(refused.value) == NOT_WRAPPABLE
