@@ -11,6 +11,7 @@ In a deployment each organization's SuperNode says it all in its own node config
     x25519-key="/site/keys/x25519.json" federation-file="/site/federation.json"
     chain-url="http://node:8545"        data-file="/site/data/cohort.csv"
     target="diagnosis"                  store-dir="/site/store"
+    task-code="my_pkg.Net"              (only if the federation's task names code to import)
 
 Either way the run settings say what is trained and how, and a node trains with them only
 after checking their hash against the federation's task hash on chain.
@@ -50,7 +51,7 @@ from fl_chain.seeding import derive_seed
 from fl_chain.settings import RunSettings
 from fl_chain.storage.backends import open_store
 from fl_chain.storage.blockstore import LocalStore
-from fl_chain.task import Trained, evaluate_seeded, train_seeded
+from fl_chain.task import Trained, evaluate_seeded, named_code, train_seeded
 from fl_chain.tasks.catalog import open_task, run_shape, task_label
 from fl_chain.tasks.objectives import Classification
 from fl_chain.tasks.supervised import ArrayData, SupervisedTask
@@ -180,6 +181,7 @@ def _deployed_node(settings_json: str, keys: tuple[tuple[str, str], ...]) -> Nod
     data_file, target = Path(config["data-file"]), config.get("target", DEFAULT_TARGET)
     if not data_file.is_file():
         raise UsageError(f"the data file {data_file} named by data-file does not exist")
+    _check_task_code(settings.task, config)
     task = open_task(settings.experiment)
     if not (isinstance(task, SupervisedTask) and isinstance(task.objective, Classification)):
         raise UsageError(f"a deployed site trains a classifier on its own table (data-file); the federation's task "
@@ -201,6 +203,17 @@ def _deployed_node(settings_json: str, keys: tuple[tuple[str, str], ...]) -> Nod
     answers = AnswerFiles(Path(config["store-dir"]) / "answers" / ledger.address.lower())
     return Node(index, address, unlock, federation, settings, load_data, ships_blobs=True, summarize=summarize,
                 watcher=watcher, answers=answers)
+
+
+def _check_task_code(task: Mapping[str, Any], config: Mapping[str, str]) -> None:
+    """A federation's task may name code (a model class, a task class, a Flower module);
+    the task hash proves only that its deployer chose it. A site imports it only if its own
+    node config names it too (`task-code="my_pkg.Net"`, comma-separated for several)."""
+    allowed = {name.strip() for name in config.get("task-code", "").split(",") if name.strip()}
+    for key, name in named_code(task).items():
+        if name not in allowed:
+            raise UsageError(f"the federation's task runs code ({key}={name}); this site imports code only when its "
+                             f"own node config names it: task-code=\"{name}\"")
 
 
 class AnswerFiles(MutableMapping[tuple[int, int], dict[str, Any]]):

@@ -24,6 +24,7 @@ from experiments.overrides import check_types, compose_jobs
 from fl_chain.chain.federation import experiment_of
 from fl_chain.errors import UsageError, printable
 from fl_chain.rundir import read_run_config
+from fl_chain.task import named_code
 
 WHERE_OVERRIDES = ("chain", "storage", "task.files", "task.dirs")
 GROUP_KEYS = {"task": "name", "partition": "scheme", "strategy": "name", "privacy": "mode"}
@@ -34,13 +35,14 @@ def compose_from_run(run_dir: Path, overrides: Sequence[str]) -> dict[str, Any]:
     """The config to re-run `run_dir` with: its experiment, and where it runs from `overrides`."""
     published = read_run_config(run_dir)
     what = experiment_of(published)
-    code = _named_code(what.get("task"))
+    code = named_code(what.get("task"))
     given = dict(override.lstrip("+~").split("=", 1) for override in overrides if "=" in override)
     for key, value in code.items():
         if given.get(key) != value:
+            keys = ", ".join(printable(str(name), 40) for name in what["task"])
             raise UsageError(f"{run_dir} trains with code its config names ({key}={printable(value)}): importing it "
                              f"runs it, so fl-chain does so only on your word: repeat {key}={printable(value)} to "
-                             "run it")
+                             f"run it (it is given the published task keys {keys})")
     for override in overrides:
         key = override.split("=", 1)[0].lstrip("+~")
         if key not in code and not any(key == allowed or key.startswith(allowed + ".") for allowed in WHERE_OVERRIDES):
@@ -62,20 +64,6 @@ def compose_from_run(run_dir: Path, overrides: Sequence[str]) -> dict[str, Any]:
         config["task"] = {**config["task"], paths: defaults["task"][paths]}
         config["num_participants"] = len(config["task"][paths])
     return config
-
-
-def _named_code(task: object) -> dict[str, str]:
-    """The code a task config names for import, by the override that names it."""
-    if not isinstance(task, dict):
-        return {}
-    named = {}
-    if "_target_" in task:
-        named["task._target_"] = str(task["_target_"])
-    if task.get("name") == "flower" and "module" in task:
-        named["task.module"] = str(task["module"])
-    if isinstance(task.get("model"), dict) and "_target_" in task["model"]:
-        named["task.model._target_"] = str(task["model"]["_target_"])
-    return named
 
 
 def stored_elsewhere(run_dir: Path, overrides: Sequence[str]) -> None:

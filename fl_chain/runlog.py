@@ -58,6 +58,7 @@ class RoundSummary:
     resumed: bool = False
 
 
+ROUND_FIELDS = frozenset(RoundSummary.__dataclass_fields__)
 TYPES: dict[str, type | tuple[type, ...]] = {
     "round": int, "global_cid": str, "accepted": bool, "commitments": int, "included": int,
     "metrics": dict, "gas_used": int, "seconds": (float, int),

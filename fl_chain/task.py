@@ -60,12 +60,17 @@ class Evaluated:
 
     @classmethod
     def weighted_mean(cls, scores: Sequence[Evaluated]) -> Evaluated:
-        """The example-weighted mean of each figure: the federation's from per-site ones."""
+        """The example-weighted mean of each figure over the scores that report it: the
+        federation's from per-site ones (as fl_chain.messages.weighted_metrics sums signed ones)."""
         total = sum(score.examples for score in scores)
         if total == 0:
             raise UsageError("no test examples to evaluate on")
         names = sorted({name for score in scores for name in score.metrics})
-        return cls({name: sum(s.metrics.get(name, 0.0) * s.examples for s in scores) / total for name in names}, total)
+        means = {}
+        for name in names:
+            reporting = [score for score in scores if name in score.metrics]
+            means[name] = sum(s.metrics[name] * s.examples for s in reporting) / sum(s.examples for s in reporting)
+        return cls(means, total)
 
 
 class Task(ABC):
@@ -119,3 +124,21 @@ def evaluate_seeded(task: Task, weights: Weights, data: Any, seed: int) -> Evalu
     """`task.evaluate`, with the global generators seeded first (and restored after)."""
     with seeded_globals(seed):
         return task.evaluate(weights, data)
+
+
+def named_code(task: object) -> dict[str, str]:
+    """The code a task config names for import, by the override that names it: a class
+    (`task._target_`), a Flower module (`task.module`) or a model (`task.model`, whatever
+    form it takes: any model but none is code). Whoever did not write the config imports
+    these only when they name them themselves."""
+    if not isinstance(task, Mapping):
+        return {}
+    named = {}
+    if "_target_" in task:
+        named["task._target_"] = str(task["_target_"])
+    if task.get("name") == "flower" and "module" in task:
+        named["task.module"] = str(task["module"])
+    model = task.get("model")
+    if model is not None:
+        named["task.model._target_"] = str(model.get("_target_") if isinstance(model, Mapping) else model)
+    return named

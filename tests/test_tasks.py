@@ -103,12 +103,15 @@ def test_the_images_task_learns_and_is_deterministic(tmp_path: Path) -> None:
     assert centralized(task, RunShape(0, 3, {}, rounds=4)).metrics["accuracy"] >= 0.9
 
 
-@pytest.mark.parametrize("damage", ["not an image", "no classes", "one class", "missing folder"])
+@pytest.mark.parametrize("damage", ["not an image", "a GIF named .png", "no classes", "one class", "missing folder"])
 def test_bad_image_folders_are_one_clear_error(tmp_path: Path, damage: str) -> None:
     dirs = write_image_folders(tmp_path, sites=2)
     if damage == "not an image":
         (Path(dirs[0]) / "top" / "broken.png").write_bytes(b"these are not pixels")
         expected = "broken.png is not an image"
+    elif damage == "a GIF named .png":  # decoded by content: only PNG and JPEG decoders are used
+        Image.new("RGB", (12, 12)).save(Path(dirs[0]) / "top" / "animated.png", format="GIF")
+        expected = "animated.png is not an image"
     elif damage == "no classes":
         empty = tmp_path / "empty"
         empty.mkdir()
@@ -302,3 +305,37 @@ def test_a_flower_module_is_named(package: Path) -> None:
         open_task(experiment(name="flower", module="???"))
     with pytest.raises(UsageError, match="takes no proximal term"):
         open_task({"task": {"name": "flower", "module": "outside_app"}, "strategy": {"proximal_mu": 0.5}})
+
+
+def test_a_model_that_is_not_a_named_class_is_refused_before_any_import(tmp_path: Path) -> None:
+    """A list of pairs would become a mapping through dict(): it is refused as it is."""
+    for model in ([["_target_", "subprocess.Popen"], ["args", "true"]], "subprocess.Popen", {"hidden": 3}):
+        with pytest.raises(UsageError, match="task.model must name a class"):
+            open_task(experiment(name="images", dirs=["a"], model=model, **TRAINING))
+
+
+def test_a_deployed_site_imports_task_code_only_when_its_node_config_names_it() -> None:
+    from clients.node import _check_task_code
+
+    task = {"name": "csv", "model": {"_target_": "their_pkg.Net"}}
+    with pytest.raises(UsageError, match='task-code="their_pkg.Net"'):
+        _check_task_code(task, {})
+    with pytest.raises(UsageError, match="their_pkg.Net"):
+        _check_task_code(task, {"task-code": "my_pkg.Net"})
+    _check_task_code(task, {"task-code": "my_pkg.Net, their_pkg.Net"})
+    _check_task_code({"name": "csv", "model": None}, {})
+
+
+def test_a_flower_modules_own_shuffles_are_seeded_and_nothing_carries_over(package: Path) -> None:
+    """load_data drawing from NumPy's global generator gives the same data every time."""
+    shuffled = FLOWER_MODULE.replace("    generator = torch.Generator().manual_seed(partition_id)\n    x = torch.randn(40, 4, generator=generator)",
+                                     "    import numpy as np\n    x = torch.tensor(np.random.normal(size=(40, 4)), dtype=torch.float32)")
+    assert shuffled != FLOWER_MODULE
+    task = flower_task(package, shuffled)
+    first, again = task.participant_data(0, RUN), task.participant_data(0, RUN)
+    assert torch_equal(first.train.dataset.tensors[0], again.train.dataset.tensors[0])
+    assert not torch_equal(first.train.dataset.tensors[0], task.participant_data(1, RUN).train.dataset.tensors[0])
+
+
+def torch_equal(left: Any, right: Any) -> bool:
+    return bool((left == right).all())

@@ -2,7 +2,8 @@
 it gains over each participant training alone.
 
 For every task x partition x seed it trains the centralized and local-only baselines
-(fl_chain.tasks.baseline, given the epochs of the whole federated run) and runs each strategy as
+(fl_chain.tasks.baseline: as many rounds of the task's local training as the federated run
+has rounds, on the pooled data or each participant's own) and runs each strategy as
 a real fl-chain run (experiments.harness.run_experiment on configs/config.yaml plus the
 suite's overrides). configs/bench/accuracy.yaml describes the suite. A partition that
 cannot be drawn (a Dirichlet split leaving a participant too few rows even after
@@ -284,7 +285,7 @@ def _settings_notes(results: dict[str, Any]) -> list[str]:
             f"- {task}: {run['num_participants']} participants, {run['rounds']} rounds of {training['epochs']} "
             f"local epochs ({training['optimizer']}, learning rate {training['learning_rate']}, momentum "
             f"{training['momentum']}, batch {training['batch_size']}); the baselines train {run['baseline_epochs']} "
-            f"epochs; quorum {run['quorum']}, {run['num_validators']} validators, {run['attestation_threshold']} "
+            f"epochs (the rounds' local training, one after another); quorum {run['quorum']}, {run['num_validators']} validators, {run['attestation_threshold']} "
             f"equal attestations accept a round; {run['chain']} chain, {run['privacy']} updates."
         )
     notes += [

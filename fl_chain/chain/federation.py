@@ -314,13 +314,19 @@ def experiment_of(config: Mapping[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in config.items() if key not in WHERE_NOT_WHAT}
 
 
+def _rule_code(strategy: object) -> int:
+    if not isinstance(strategy, Mapping):
+        raise TypeError(f"strategy is {type(strategy).__name__}, not a mapping")
+    return rule_named(str(strategy.get("rule", "fedavg"))).code
+
+
 def parameters_for(config: Mapping[str, Any]) -> FederationParameters:
     """The parameters a federation for this experiment must have: what `flchain run` and
     `flchain deploy` deploy, and what participants and `verify` check the chain against
     (a task hash alone would let a deployer loosen the bounds the contract enforces)."""
     return FederationParameters(
         task_hash=task_hash(config),
-        aggregation_rule=rule_named(str(config["strategy"].get("rule", "fedavg"))).code,
+        aggregation_rule=_rule_code(config["strategy"]),
         quorum=int(config["quorum"]),
         round_duration=int(config["round_duration"]),
         attestation_threshold=int(config["attestation_threshold"]),

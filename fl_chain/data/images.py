@@ -6,8 +6,9 @@ decoded, converted to `channels` (1: grey, 3: RGB), resized to `size` x `size` a
 scaled to [0, 1] by the fixed range 0..255, so no statistic of anyone's images has to be
 shared. The class vocabulary is the sorted union of every participant's sub-folder
 names, so class indices agree across participants. Only regular files are read; a file
-that is not a decodable image, or one larger than MAX_PIXELS before resizing, is an
-error that names it.
+that is not a PNG or JPEG image (by its content), or one larger than MAX_PIXELS before
+resizing, is an error that names it; so are folders whose images would not fit in
+MAX_LOADED_BYTES once decoded.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from fl_chain.data.split import split_participant
 from fl_chain.errors import DataError, UsageError
 
 EXTENSIONS = (".png", ".jpg", ".jpeg")
+FORMATS = ("PNG", "JPEG")  # decoded as nothing else: Pillow's other decoders (EPS runs Ghostscript) stay shut
+MAX_LOADED_BYTES = 8 * 1024**3  # the decoded arrays of every participant together
 MAX_PIXELS = 50_000_000  # beyond any scan a hospital would train a small CNN on: a decompression bomb
 MAX_SIZE = 512
 MODES = {1: "L", 3: "RGB"}
@@ -43,6 +46,11 @@ def load_image_folders(dirs: Sequence[str | Path], *, size: int, channels: int, 
         if not folder.is_dir():
             raise UsageError(f"task.dirs: {folder} is not a directory")
     listed = [_class_files(folder) for folder in folders]
+    count = sum(len(paths) for files in listed for paths in files.values())
+    if count * channels * size * size * 4 > MAX_LOADED_BYTES:
+        raise DataError(f"the image folders hold {count} images, {count * channels * size * size * 4 / 1024**3:.1f} GiB "
+                        f"decoded at {size}x{size}x{channels}: more than {MAX_LOADED_BYTES // 1024**3} GiB; choose a "
+                        "smaller task.size or fewer images")
     classes = sorted({name for files in listed for name in files})
     if len(classes) < 2:
         raise DataError(f"the image folders {', '.join(map(str, folders))} hold {len(classes)} class sub-folder(s); "
@@ -78,7 +86,7 @@ def _pixels(path: Path, size: int, channels: int) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            with Image.open(path, formats=FORMATS) as image:  # by content, whatever the name says
                 if image.width * image.height > MAX_PIXELS:
                     raise DataError(f"{path} is {image.width}x{image.height} pixels, more than {MAX_PIXELS}")
                 pixels = np.asarray(image.convert(MODES[channels]).resize((size, size), Image.BILINEAR))

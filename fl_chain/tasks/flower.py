@@ -31,12 +31,14 @@ from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader
 
 from fl_chain.errors import UsageError
+from fl_chain.seeding import derive_seed, seeded_globals
 from fl_chain.task import Evaluated, RunShape, Task, Trained, Weights
 from fl_chain.tasks.loading import arguments_for, import_module
 from fl_chain.tasks.models import load_weights, model_weights
 from fl_chain.tasks.training import make_deterministic
 
 NAMES = ("Net", "load_data", "train", "test")
+LOAD_DATA = 0x10AD  # the label of the seed load_data runs under
 FRAMEWORK_KEYS = ("name", "module", "metrics")
 
 
@@ -50,7 +52,6 @@ class FlowerModuleTask(Task):
     def __init__(self, module: ModuleType, name: str, options: Mapping[str, Any], metrics: tuple[str, ...]) -> None:
         self.module, self.name, self.options = module, name, {"device": "cpu", **options}
         self.metrics = ("loss", *metrics)
-        self._data: dict[tuple[int, int], Loaders] = {}
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> FlowerModuleTask:
@@ -79,14 +80,15 @@ class FlowerModuleTask(Task):
             return model_weights(self._net())
 
     def participant_data(self, index: int, run: RunShape) -> Loaders:
-        key = (index, run.num_participants)
-        if key not in self._data:
+        """Loaded afresh, with the global generators seeded, each time it is asked for: a
+        loader carries state (its own generator, an iterator), and a resumed or reproduced
+        run in a new process must see the same data as an uninterrupted one."""
+        with seeded_globals(derive_seed(run.seed, index, LOAD_DATA)):
             loaded = self._call("load_data", partition_id=index, num_partitions=run.num_participants)
-            if not (isinstance(loaded, tuple) and len(loaded) == 2
-                    and all(isinstance(loader, DataLoader) for loader in loaded)):
-                raise UsageError(f"{self.name}.load_data must return a train and a test DataLoader")
-            self._data[key] = Loaders(*loaded)
-        return self._data[key]
+        if not (isinstance(loaded, tuple) and len(loaded) == 2
+                and all(isinstance(loader, DataLoader) for loader in loaded)):
+            raise UsageError(f"{self.name}.load_data must return a train and a test DataLoader")
+        return Loaders(*loaded)
 
     def pooled_data(self, run: RunShape) -> Loaders:
         """Every participant's train and test sets concatenated, batched as participant 0's."""
@@ -103,7 +105,7 @@ class FlowerModuleTask(Task):
     def train(self, weights: Weights, data: Loaders, *, seed: int) -> Trained:
         net = self._loaded(weights)
         loss = self._call("train", net=net, trainloader=data.train)
-        figures = {"loss": float(loss)} if isinstance(loss, (int, float)) and math.isfinite(loss) else {}
+        figures = {"loss": float(loss)} if isinstance(loss, float) and math.isfinite(loss) else {}
         return Trained(model_weights(net), self.train_examples(data), figures)
 
     def evaluate(self, weights: Weights, data: Loaders) -> Evaluated:
@@ -113,8 +115,8 @@ class FlowerModuleTask(Task):
         loss, measured = result
         figures = dict(measured) if isinstance(measured, Mapping) else {self.metrics[1]: measured}
         try:
-            metrics = {"loss": float(loss), **{str(k): float(v) for k, v in figures.items()}}
-        except (TypeError, ValueError):
+            metrics = {**{str(k): float(v) for k, v in figures.items()}, "loss": float(loss)}  # test()'s own loss
+        except (TypeError, ValueError, OverflowError):
             raise UsageError(f"{self.name}.test returned figures that are not numbers: {result!r}") from None
         return Evaluated(metrics, len(data.test.dataset))  # type: ignore[arg-type]
 

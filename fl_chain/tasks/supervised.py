@@ -57,9 +57,9 @@ class SupervisedTask(Task):
             raise UsageError(f"proximal_mu must be from 0 to 1e6, got {proximal_mu}")
         self.test_fraction = float(test_fraction)
         self.proximal_mu = float(proximal_mu)
-        self.model_config = dict(model) if model else None
-        if self.model_config is not None and "_target_" not in self.model_config:
-            raise UsageError("task.model must name a class: task.model._target_=my_pkg.Net")
+        if model is not None and not (isinstance(model, Mapping) and isinstance(model.get("_target_"), str)):
+            raise UsageError(f"task.model must name a class: task.model._target_=my_pkg.Net, got {model!r:.80}")
+        self.model_config = dict(model) if model is not None else None
 
     def dataset(self, run: RunShape) -> FederatedDataset:
         return _loaded(self.source, run, self.test_fraction)

@@ -64,7 +64,7 @@ from fl_chain.protocol import (
     open_update,
 )
 from fl_chain.rundir import read_run_config, read_run_file
-from fl_chain.runlog import EVALUATIONS_FILE, LEADING, SUMMARY_FIELDS, TRAILING
+from fl_chain.runlog import EVALUATIONS_FILE, LEADING, ROUND_FIELDS, SUMMARY_FIELDS, TRAILING
 from fl_chain.storage import dag
 from fl_chain.storage.cid import Cid
 from fl_chain.storage.unixfs import cid_of
@@ -633,7 +633,11 @@ def _reaggregate(federation: Federation, lineage: RoundLineage, keys: list[Openi
         findings.failed("re-aggregation", f"only {len(valid)} of the updates that should be in are valid, "
                                           "below the quorum: the attempt should have failed", round=number)
         return
-    rule = federation.rule
+    try:
+        rule = federation.rule
+    except FlChainError as unknown:
+        findings.failed("re-aggregation", str(unknown), round=number)
+        return
     recomputed = cid_of(encode_global_model(federation, number, rule.aggregate(valid)))
     matches = findings.expect("re-aggregation", str(lineage.global_model), str(recomputed),
                               f"{rule.description} (rule {rule.code}, as the federation records)", round=number)
@@ -714,8 +718,12 @@ class RunFiles:
         except (KeyError, TypeError, AttributeError) as error:
             self.findings.failed("summary matches the chain", f"summary.json does not list its rounds: {error!r}")
             return
-        self.findings.expect("summary matches the chain", on_chain, claimed,
-                             "summary.json's accepted rounds, models, commitments and included updates vs the chain's")
+        final = summary.get("final") if isinstance(summary, dict) else None
+        claimed_final = (final.get("round"), final.get("global_cid")) if isinstance(final, dict) else None
+        last = (on_chain[-1][0], on_chain[-1][1]) if on_chain else None
+        self.findings.expect("summary matches the chain", [*on_chain, last], [*claimed, claimed_final],
+                             "summary.json's accepted rounds, models, commitments and included updates, and its "
+                             "final round and model, vs the chain's")
         self.findings.unchecked("unverified figures", "the reasons summary.json and metrics.csv give for exclusions "
                                                       "are the aggregator's words; the chain's Excluded events (in "
                                                       "the round tables above) are what counts")
@@ -784,6 +792,10 @@ class RunFiles:
             for entry in rounds:
                 recomputed = weighted_metrics(evaluations.get(entry["round"], []))
                 claimed = entry["metrics"]
+                extra = sorted(set(entry) - ROUND_FIELDS, key=str)
+                if extra:
+                    mismatches.append(f"round {entry['round']} carries {printable(', '.join(map(str, extra)), 80)}, "
+                                      "which no run writes and nobody signed")
                 for name in sorted(set(claimed) | set(recomputed), key=str):
                     if not _same(claimed.get(name), recomputed.get(name)):
                         mismatches.append(f"round {entry['round']} {printable(str(name), 64)}: summary "
@@ -813,7 +825,10 @@ class RunFiles:
         mismatches = []
         try:
             reader = csv.DictReader(io.StringIO(data.decode("utf-8", errors="replace"), newline=""))
-            figures = [name for name in reader.fieldnames or [] if name not in LEADING + TRAILING]
+            header = reader.fieldnames or []
+            if len(set(header)) != len(header):
+                raise ValueError(f"its header repeats a column: {printable(','.join(header), 120)}")
+            figures = [name for name in header if name not in LEADING + TRAILING]
             for row in reader:
                 number = int(row["round"])
                 if row["scope"] == "round":
@@ -852,7 +867,7 @@ class RunFiles:
         hash alone would let a deployer loosen the norm bound or the example cap."""
         try:
             differences = parameter_differences(parameters_for(config), self.walk.parameters)
-        except (KeyError, TypeError, ValueError, OverflowError) as error:
+        except (KeyError, TypeError, ValueError, OverflowError, FlChainError) as error:
             self.findings.failed("federation parameters are the run's", f"config.yaml lacks or garbles {error!r}")
             return
         if differences:

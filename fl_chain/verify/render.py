@@ -123,7 +123,7 @@ MAX_PLOTS = 8  # a run draws its headline figure, its loss and its data spread
 
 def document_report(result: Audit, path: Path, run_dir: Path | None) -> None:
     """A report for people: the final model's lineage, the run's plots, every failure."""
-    plots = [plot for plot in sorted(run_dir.glob("*.png"))[:MAX_PLOTS] if _is_png(plot)] if run_dir else []
+    plots = [plot for plot in sorted(run_dir.glob("*.png")) if _is_png(plot)][:MAX_PLOTS] if run_dir else []
     sections = _document_sections(result)
     if path.suffix.lower() in (".html", ".htm"):
         path.write_text(_html(sections, plots))

@@ -211,7 +211,8 @@ def test_a_replaced_genesis_model_fails(published: Path) -> None:
 
 
 @pytest.mark.parametrize("forgery", ["summary accuracy", "metrics.csv accuracy", "evaluation rewritten",
-                                     "unsigned figure in summary", "unsigned column in metrics.csv"])
+                                     "unsigned figure in summary", "unsigned column in metrics.csv",
+                                     "final model forged", "figure beside the signed ones", "column repeated"])
 def test_fabricated_metrics_fail(published: Path, forgery: str) -> None:
     if forgery == "summary accuracy":
         summary = json.loads((published / "summary.json").read_text())
@@ -234,6 +235,24 @@ def test_fabricated_metrics_fail(published: Path, forgery: str) -> None:
         summary["final"]["auc"] = summary["rounds"][-1]["metrics"]["auc"] = 0.99
         (published / "summary.json").write_text(json.dumps(summary))
         check = "metrics rest on signed evaluations"
+    elif forgery == "final model forged":  # every round honest, the headline model another
+        summary = json.loads((published / "summary.json").read_text())
+        summary["final"]["global_cid"] = summary["rounds"][0]["global_cid"]
+        (published / "summary.json").write_text(json.dumps(summary))
+        check = "summary matches the chain"
+    elif forgery == "figure beside the signed ones":  # an old-style top-level figure no run writes
+        summary = json.loads((published / "summary.json").read_text())
+        summary["rounds"][-1]["accuracy"] = 0.999
+        (published / "summary.json").write_text(json.dumps(summary))
+        check = "metrics rest on signed evaluations"
+    elif forgery == "column repeated":  # a forged copy of a column, shown first, checked never
+        lines = (published / "metrics.csv").read_text().splitlines()
+        header = lines[0].split(",")
+        at = header.index("accuracy")
+        lines = [",".join([*cells[:at], "0.999" if number else "accuracy", *cells[at:]])
+                 for number, cells in enumerate(line.split(",") for line in lines)]
+        (published / "metrics.csv").write_text("\n".join(lines) + "\n")
+        check = "metrics.csv matches the signed evaluations"
     elif forgery == "unsigned column in metrics.csv":
         lines = (published / "metrics.csv").read_text().splitlines()
         lines = [lines[0] + ",auc", *(line + ",0.99" for line in lines[1:])]
@@ -465,8 +484,10 @@ EVIL_MODULE = "import pathlib, os\npathlib.Path(os.environ['EVIL_MARKER']).write
 
 
 @pytest.mark.parametrize(("named", "key"), [
-    ("  _target_: outside_evil.Task\n", "task._target_"),
-    ("  model:\n    _target_: outside_evil.Task\n", "task.model._target_"),
+    ("  _target_: outside_evil.Task\n", "task._target_=outside_evil.Task"),
+    ("  model:\n    _target_: outside_evil.Task\n", "task.model._target_=outside_evil.Task"),
+    # the same model as a list of pairs, which dict() would turn back into a mapping
+    ("  model:\n  - [_target_, outside_evil.Task]\n", "task.model._target_="),
 ])
 def test_code_a_published_config_names_is_never_imported(published: Path, tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch, named: str,
@@ -481,7 +502,7 @@ def test_code_a_published_config_names_is_never_imported(published: Path, tmp_pa
     monkeypatch.setenv("EVIL_MARKER", str(marker))
     edit_config(published, "task:\n", "task:\n" + named)
     line = one_line_error(flchain("reproduce", str(published), "--out", str(tmp_path / "again")))
-    assert f"repeat {key}=outside_evil.Task" in line
+    assert f"repeat {key}" in line
     completed = flchain("verify", str(published))
     assert "Traceback" not in completed.stderr and completed.returncode in (0, 1)
     assert not marker.exists()
