@@ -506,3 +506,10 @@ def test_code_a_published_config_names_is_never_imported(published: Path, tmp_pa
     completed = flchain("verify", str(published))
     assert "Traceback" not in completed.stderr and completed.returncode in (0, 1)
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("strategy", ["strategy: x\n", "strategy:\n  name: fedavg\n  rule: median\n  proximal_mu: 0.0\n"])
+def test_a_garbled_strategy_is_a_finding_not_a_traceback(published: Path, strategy: str) -> None:
+    edit_config(published, "strategy:\n  name: fedavg\n  rule: fedavg\n  proximal_mu: 0.0\n", strategy)
+    code, result = report(published)
+    assert code == 1 and findings_of(result, "federation parameters are the run's")[0]["status"] == "failed"
