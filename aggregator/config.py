@@ -20,7 +20,6 @@ from fl_chain.drills import parse_drills
 from fl_chain.errors import UsageError
 from fl_chain.rules import RULE_NAMES
 from fl_chain.storage.backends import BACKENDS as STORE_BACKENDS
-from fl_chain.tasks.catalog import open_task
 
 CHAIN_BACKENDS = ("embedded", "anvil", "rpc")
 PER_PARTICIPANT = {"csv": "files", "images": "dirs"}  # tasks whose participants are the paths they list
@@ -143,6 +142,8 @@ def validate(config: dict[str, Any]) -> None:
         if not holds:
             raise UsageError(message)
     parse_drills(config.get("drills") or [], participants)
-    open_task(config)  # its name or class, and its own settings (epochs, batch size, learning rate, ...)
+    from fl_chain.tasks.catalog import check_task  # the tasks' code: only once a config is checked
+
+    check_task(config)  # its name or class, and its own settings (epochs, batch size, learning rate, ...)
     if config["chain"]["backend"] == "rpc":
         RpcSettings.from_config(config["chain"])

@@ -13,15 +13,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
-from sklearn.datasets import load_breast_cancer, load_diabetes, load_digits
 
 from fl_chain.data.dataset import FederatedDataset, ParticipantData
 from fl_chain.data.normalization import standardize_federated
-from fl_chain.data.partition import Partitioning, partition
-from fl_chain.data.split import split_participant
 from fl_chain.errors import UsageError
+
+if TYPE_CHECKING:
+    from fl_chain.data.partition import Partitioning
 
 DIGITS_MAX_PIXEL = 16.0
 
@@ -35,17 +36,23 @@ class _Source:
 
 
 def _breast_cancer() -> _Source:
+    from sklearn.datasets import load_breast_cancer  # scikit-learn loads slowly: only for a run of the task
+
     bunch = load_breast_cancer()
     return _Source(bunch.data, bunch.target, tuple(bunch.feature_names), tuple(bunch.target_names))
 
 
 def _digits() -> _Source:
+    from sklearn.datasets import load_digits
+
     bunch = load_digits()
     pixels = tuple(f"pixel_{row}_{col}" for row in range(8) for col in range(8))
     return _Source(bunch.data, bunch.target, pixels, tuple(str(c) for c in bunch.target_names))
 
 
 def _diabetes() -> _Source:
+    from sklearn.datasets import load_diabetes
+
     bunch = load_diabetes()
     return _Source(bunch.data, bunch.target.astype(np.float64), tuple(bunch.feature_names), ())
 
@@ -87,6 +94,9 @@ def load_builtin(
     test_fraction: float = 0.2,
 ) -> FederatedDataset:
     """`task` split across `num_participants`, each with a local train/test split."""
+    from fl_chain.data.partition import partition
+    from fl_chain.data.split import split_participant
+
     if task not in _TASKS:
         raise UsageError(f"unknown built-in task {task!r}; choose one of {BUILTIN_TASKS}")
     builtin = _TASKS[task]

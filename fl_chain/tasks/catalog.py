@@ -21,16 +21,14 @@ from typing import Any
 
 from fl_chain.data.builtin import BUILTIN_TASKS, load_builtin
 from fl_chain.data.dataset import FederatedDataset
-from fl_chain.data.images import load_image_folders
-from fl_chain.data.partition import Partitioning
-from fl_chain.data.tables import load_tables
 from fl_chain.errors import UsageError
-from fl_chain.task import RunShape, Task
+from fl_chain.settings import TrainingSettings
+from fl_chain.task import RunShape, Task, named_code
 from fl_chain.tasks.loading import arguments_for, import_named
-from fl_chain.tasks.objectives import Classification, Objective, Regression
 
-TRAINING_KEYS = ("epochs", "batch_size", "learning_rate", "optimizer", "momentum", "test_fraction", "model")
-REGRESSION = {"diabetes": Regression(center=150.0, scale=80.0)}  # the score's documented range is 25..346
+TRAINING_KEYS = ("epochs", "batch_size", "learning_rate", "optimizer", "momentum")
+OPTION_KEYS = (*TRAINING_KEYS, "test_fraction", "model")
+REGRESSION_TARGETS = {"diabetes": (150.0, 80.0)}  # center and scale: the score's documented range is 25..346
 TASK_NAMES = (*BUILTIN_TASKS, "csv", "images", "flower")
 
 
@@ -39,6 +37,8 @@ class BuiltinSource:
     name: str
 
     def __call__(self, run: RunShape, test_fraction: float) -> FederatedDataset:
+        from fl_chain.data.partition import Partitioning
+
         partition = run.partition
         partitioning = Partitioning(
             scheme=str(partition.get("scheme", "iid")), alpha=float(partition.get("alpha", 0.5)),
@@ -55,6 +55,8 @@ class TableSource:
     features: tuple[str, ...] | None
 
     def __call__(self, run: RunShape, test_fraction: float) -> FederatedDataset:
+        from fl_chain.data.tables import load_tables
+
         return load_tables(self.files, target=self.target, features=self.features, seed=run.seed,
                            test_fraction=test_fraction)
 
@@ -66,6 +68,8 @@ class ImageSource:
     channels: int
 
     def __call__(self, run: RunShape, test_fraction: float) -> FederatedDataset:
+        from fl_chain.data.images import load_image_folders
+
         return load_image_folders(self.dirs, size=self.size, channels=self.channels, seed=run.seed,
                                   test_fraction=test_fraction)
 
@@ -88,8 +92,39 @@ def task_label(task: Mapping[str, Any]) -> str:
                or task.get("name"))
 
 
+def check_task(experiment: Mapping[str, Any]) -> None:
+    """A config's task checked before anything runs. A task that is code is imported (its
+    errors are the user's to see first); a built-in one is checked without loading torch or
+    its data, so that a mistyped value is reported at once."""
+    task = experiment["task"]
+    if named_code(task) or "_target_" in task:
+        open_task(experiment)
+        return
+    if task.get("name") not in TASK_NAMES:
+        raise UsageError(f"unknown task {task.get('name')!r}; choose one of {TASK_NAMES}, or name a class: "
+                         "task._target_=my_pkg.MyTask")
+    training_settings(task)
+    check_test_fraction(task.get("test_fraction", 0.2))
+
+
+def training_settings(task: Mapping[str, Any]) -> TrainingSettings:
+    """A built-in task's local training hyper-parameters (configs/task/*.yaml)."""
+    given = {key: task[key] for key in TRAINING_KEYS if task.get(key) is not None}
+    try:
+        return TrainingSettings(**given)
+    except TypeError as missing:
+        raise UsageError(f"task settings are incomplete: {missing}") from None
+
+
+def check_test_fraction(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
+        raise UsageError(f"task.test_fraction must be between 0 and 1, got {value!r}")
+    return float(value)
+
+
 @lru_cache(maxsize=8)
 def _open(task_json: str, proximal_mu: float) -> Task:
+    from fl_chain.tasks.objectives import Classification, Objective, Regression
     from fl_chain.tasks.supervised import SupervisedTask  # torch: only once a task is opened
 
     config: dict[str, Any] = json.loads(task_json)
@@ -113,9 +148,10 @@ def _open(task_json: str, proximal_mu: float) -> Task:
     else:
         raise UsageError(f"unknown task {name!r}; choose one of {TASK_NAMES}, or name a class: "
                          "task._target_=my_pkg.MyTask")
-    objective: Objective = REGRESSION.get(str(name), Classification())
-    training = {key: config[key] for key in TRAINING_KEYS if config.get(key) is not None}
-    return SupervisedTask(source, objective, proximal_mu=proximal_mu, **training)
+    objective: Objective = (Regression(*REGRESSION_TARGETS[str(name)]) if str(name) in REGRESSION_TARGETS
+                            else Classification())
+    return SupervisedTask(source, objective, training_settings(config), test_fraction=config.get("test_fraction", 0.2),
+                          proximal_mu=proximal_mu, model=config.get("model"))
 
 
 def _instantiate(config: dict[str, Any], proximal_mu: float) -> Task:

@@ -43,19 +43,17 @@ class ArrayData:
 
 
 class SupervisedTask(Task):
-    def __init__(self, source: DataSource, objective: Objective | None = None, *, epochs: int, batch_size: int,
-                 learning_rate: float, optimizer: str = "sgd", momentum: float = 0.0, test_fraction: float = 0.2,
-                 proximal_mu: float = 0.0, model: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, source: DataSource, objective: Objective, training: TrainingSettings, *,
+                 test_fraction: float = 0.2, proximal_mu: float = 0.0, model: Mapping[str, Any] | None = None) -> None:
+        from fl_chain.tasks.catalog import check_test_fraction
+
         self.source = source
-        self.objective = objective or Classification()
+        self.objective = objective
         self.metrics = self.objective.metrics
-        self.training = TrainingSettings(int(epochs), int(batch_size), float(learning_rate), str(optimizer),
-                                         float(momentum))
-        if not 0.0 < float(test_fraction) < 1.0:
-            raise UsageError(f"task.test_fraction must be between 0 and 1, got {test_fraction}")
+        self.training = training
         if not 0 <= float(proximal_mu) <= 1e6:
             raise UsageError(f"proximal_mu must be from 0 to 1e6, got {proximal_mu}")
-        self.test_fraction = float(test_fraction)
+        self.test_fraction = check_test_fraction(test_fraction)
         self.proximal_mu = float(proximal_mu)
         if model is not None and not (isinstance(model, Mapping) and isinstance(model.get("_target_"), str)):
             raise UsageError(f"task.model must name a class: task.model._target_=my_pkg.Net, got {model!r:.80}")
