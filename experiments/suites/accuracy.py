@@ -178,11 +178,11 @@ def _measure(config: dict[str, Any], task: str, label: str, partition: dict[str,
 
 def _baselines(experiment: dict[str, Any], task: str, label: str) -> list[Measurement]:
     """Centralized and local-only, trained for as many rounds of local training as the federated run."""
-    task, run = open_task(experiment), run_shape(experiment)
+    opened, run = open_task(experiment), run_shape(experiment)
     measurements = []
     for method, baseline in BASELINES.items():
         started = time.perf_counter()
-        accuracy = baseline(task, run).metrics["accuracy"]
+        accuracy = baseline(opened, run).metrics["accuracy"]
         measurements.append(Measurement(task, label, experiment["seed"], method, accuracy,
                                         round(time.perf_counter() - started, 1)))
     return measurements
