@@ -314,18 +314,6 @@ def test_a_model_that_is_not_a_named_class_is_refused_before_any_import(tmp_path
             open_task(experiment(name="images", dirs=["a"], model=model, **TRAINING))
 
 
-def test_a_deployed_site_imports_task_code_only_when_its_node_config_names_it() -> None:
-    from clients.node import _check_task_code
-
-    task = {"name": "csv", "model": {"_target_": "their_pkg.Net"}}
-    with pytest.raises(UsageError, match='task-code="their_pkg.Net"'):
-        _check_task_code(task, {})
-    with pytest.raises(UsageError, match="their_pkg.Net"):
-        _check_task_code(task, {"task-code": "my_pkg.Net"})
-    _check_task_code(task, {"task-code": "my_pkg.Net, their_pkg.Net"})
-    _check_task_code({"name": "csv", "model": None}, {})
-
-
 def test_a_flower_modules_own_shuffles_are_seeded_and_nothing_carries_over(package: Path) -> None:
     """load_data drawing from NumPy's global generator gives the same data every time."""
     shuffled = FLOWER_MODULE.replace("    generator = torch.Generator().manual_seed(partition_id)\n    x = torch.randn(40, 4, generator=generator)",

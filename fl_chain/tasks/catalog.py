@@ -27,7 +27,6 @@ from fl_chain.task import RunShape, Task, named_code
 from fl_chain.tasks.loading import arguments_for, import_named
 
 TRAINING_KEYS = ("epochs", "batch_size", "learning_rate", "optimizer", "momentum")
-OPTION_KEYS = (*TRAINING_KEYS, "test_fraction", "model")
 REGRESSION_TARGETS = {"diabetes": (150.0, 80.0)}  # center and scale: the score's documented range is 25..346
 TASK_NAMES = (*BUILTIN_TASKS, "csv", "images", "flower")
 
@@ -97,7 +96,7 @@ def check_task(experiment: Mapping[str, Any]) -> None:
     errors are the user's to see first); a built-in one is checked without loading torch or
     its data, so that a mistyped value is reported at once."""
     task = experiment["task"]
-    if named_code(task) or "_target_" in task:
+    if named_code(task):
         open_task(experiment)
         return
     if task.get("name") not in TASK_NAMES:

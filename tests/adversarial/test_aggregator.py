@@ -22,6 +22,7 @@ from fl_chain.aggregation import WeightedUpdate
 from fl_chain.chain.federation import ExclusionReason, RoundStatus
 from fl_chain.data.normalization import FeatureStatistics
 from fl_chain.data.preprocessing import SignedSummary, TableSummary
+from fl_chain.errors import UsageError
 from fl_chain.keyfile import OpeningKey
 from fl_chain.messages import Evaluation, Ticket, sign_text
 from fl_chain.participant import watch_in_thread
@@ -212,3 +213,17 @@ def test_a_site_summary_counting_more_rows_than_its_cap_is_refused(cast: Cast) -
     me = cast.address(0)
     with pytest.raises(ProtocolError, match=f"counts {cap + 1} rows, above the {cap} examples it was admitted with"):
         _agreed_preprocessing(cast.federation, settings_with(records), me, lambda: honest[me].summary)
+
+
+def test_a_deployed_site_imports_task_code_only_when_its_node_config_names_it() -> None:
+    """The aggregator sends settings whose task names a model class: the task hash proves only
+    that the deployer chose it, so a site imports it only if its own node config names it."""
+    from clients.node import _check_task_code
+
+    task = {"name": "csv", "model": {"_target_": "their_pkg.Net"}}
+    with pytest.raises(UsageError, match='task-code="their_pkg.Net"'):
+        _check_task_code(task, {})
+    with pytest.raises(UsageError, match="their_pkg.Net"):
+        _check_task_code(task, {"task-code": "my_pkg.Net"})
+    _check_task_code(task, {"task-code": "my_pkg.Net, their_pkg.Net"})
+    _check_task_code({"name": "csv", "model": None}, {})
