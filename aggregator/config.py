@@ -18,6 +18,7 @@ from omegaconf.errors import MissingMandatoryValue
 from fl_chain.chain.operator import RpcSettings
 from fl_chain.drills import parse_drills
 from fl_chain.errors import UsageError
+from fl_chain.privacy import MODES
 from fl_chain.rules import RULE_NAMES
 from fl_chain.storage.backends import BACKENDS as STORE_BACKENDS
 
@@ -69,7 +70,8 @@ def resolve_config(cfg: DictConfig) -> dict[str, Any]:
         if not isinstance(paths, list) or not all(isinstance(path, str) for path in paths):
             raise UsageError(f"task.{key} must be a list of paths, one per participant, e.g. task.{key}=[a,b], "
                              f"got {paths!r}")
-        config["num_participants"] = len(paths)
+        if paths:  # none: a deployment, whose sites each name their own (a SuperNode's data-file or data-dir)
+            config["num_participants"] = len(paths)
     return config
 
 
@@ -136,7 +138,8 @@ def validate(config: dict[str, Any]) -> None:
          f"unknown chain backend {config['chain']['backend']!r}; choose one of {CHAIN_BACKENDS}"),
         (config["storage"]["backend"] in STORE_BACKENDS,
          f"unknown storage backend {config['storage']['backend']!r}; choose one of {STORE_BACKENDS}"),
-        (config["privacy"]["mode"] == "sealed", f"unknown privacy mode {config['privacy']['mode']!r}"),
+        (config["privacy"]["mode"] in MODES,
+         f"unknown privacy mode privacy.mode={config['privacy']['mode']!r}; choose one of {tuple(MODES)}"),
     ]
     for holds, message in checks:
         if not holds:

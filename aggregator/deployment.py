@@ -10,7 +10,7 @@ on its host, which the run config points to (`flwr run . <superlink> --run-confi
      "keystore": "...", "password_file": "...", "x25519_key": "...", "store_dir": "..."}
 
 The overrides must describe the experiment the federation was deployed for (the task
-hash on chain is checked). Each organization keeps its own store, so the rounds run with
+hash on chain is checked). Each organization keeps its own store, so the run settings say
 `ship_blobs`: sealed updates and models travel in the Flower messages, checked by CID.
 """
 
@@ -26,15 +26,16 @@ from omegaconf import OmegaConf
 
 from aggregator.config import compose_experiment, validate
 from aggregator.strategy import OnChainStrategy
-from fl_chain.chain import rpc
 from fl_chain.chain.accounts import unlock_keystore
 from fl_chain.chain.federation import experiment_of, parameter_differences, parameters_for
 from fl_chain.chain.federation_file import GENESIS_MODEL_FILE, FederationFile, write_federation_file
 from fl_chain.chain.ledger import Ledger
+from fl_chain.chain.opening import attach_federation
 from fl_chain.errors import UsageError
 from fl_chain.identity import Identity
 from fl_chain.jsonfiles import read_json
 from fl_chain.keyfile import read_key_file
+from fl_chain.privacy import mode_of
 from fl_chain.progress import Progress
 from fl_chain.protocol import Federation
 from fl_chain.round import RoundPlan
@@ -79,8 +80,7 @@ def run_deployment(grid: Grid, aggregator_file: Path, overrides: list[str], run_
     validate(config)
     setup = AggregatorFile.read(aggregator_file)
     federation_file = FederationFile.read(setup.federation_file)
-    chain = rpc.connect(setup.chain_url, expected_chain_id=federation_file.chain_id)
-    ledger = federation_file.attach(chain)
+    ledger = attach_federation(federation_file, setup.chain_url)
     differences = parameter_differences(parameters_for(config), ledger.parameters())
     if differences:
         raise UsageError(f"the overrides describe another experiment than federation {ledger.address} was deployed "
@@ -93,14 +93,14 @@ def run_deployment(grid: Grid, aggregator_file: Path, overrides: list[str], run_
     store = LocalStore(setup.store_dir)
     _import_genesis(store, setup.federation_file.parent / GENESIS_MODEL_FILE, federation_file)
     progress = Progress(config["rounds"])
-    progress.note(f"fl-chain deployment: federation {ledger.address} on chain {chain.chain_id}, "
+    progress.note(f"fl-chain deployment: federation {ledger.address} on chain {ledger.chain.chain_id}, "
                   f"aggregator {identity.address} -> {run_dir}")
     run_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(OmegaConf.create(config), run_dir / "config.yaml")
     write_federation_file(run_dir / "federation.json", ledger, federation_file.genesis_model)
     runlog = RunLog(run_dir, metrics=open_task(config).metrics)
-    strategy = OnChainStrategy(Federation(ledger, store), identity, _settings(config, setup, ledger),
-                               _plan(config), runlog, progress, ship_blobs=True)
+    strategy = OnChainStrategy(Federation(ledger, store, mode_of(config)), identity, _settings(config, setup, ledger),
+                               _plan(config), runlog, progress)
     strategy.start(grid)
     return _finish(run_dir, ledger, store, runlog, progress)
 
@@ -109,7 +109,7 @@ def _settings(config: dict[str, Any], setup: AggregatorFile, ledger: Ledger) -> 
     """What every participant must agree on (each checks its hash against the chain);
     their identity, data and store are their own."""
     return RunSettings(experiment=experiment_of(config), chain_url=setup.chain_url, contract=ledger.address,
-                       store={"backend": "local", "dir": str(setup.store_dir)})
+                       store={"backend": "local", "dir": str(setup.store_dir)}, ship_blobs=True)
 
 
 def _plan(config: dict[str, Any]) -> RoundPlan:

@@ -34,6 +34,7 @@ from fl_chain.progress import Progress
 from fl_chain.protocol import Federation, ProtocolError
 from fl_chain.round import RoundCoordinator, RoundPlan
 from fl_chain.runlog import RunLog
+from fl_chain.settings import FIELD as SETTINGS
 from fl_chain.settings import RunSettings
 from fl_chain.storage.cid import Cid
 from fl_chain.transport import ATTEST, EVALUATE, TRAIN, Reply, Request
@@ -46,19 +47,29 @@ KINDS = {message_type: kind for kind, message_type in MESSAGE_TYPES.items()}
 class GridTransport:
     """The coordinator's requests as Flower messages to the nodes that proved who they are.
 
-    With `ship_blobs` (a deployment: every party keeps its own content store) the blobs a
+    The run settings go to a node once: with the greeting, then again only if they change
+    or the node never acknowledged them (a reply without error does). With the settings'
+    `ship_blobs` (a deployment: every party keeps its own content store) the blobs a
     request needs travel with it, and a sealed update travels back with its receipt; each
     is stored only under the CID it hashes to (fl_chain/blobs.py)."""
 
-    def __init__(self, grid: Grid, federation: Federation, settings: RunSettings, progress: Progress,
-                 ship_blobs: bool = False) -> None:
+    def __init__(self, grid: Grid, federation: Federation, settings: RunSettings, progress: Progress) -> None:
         self.grid = grid
         self.federation = federation
-        self.settings = settings
         self.progress = progress
-        self.ship_blobs = ship_blobs
         self.nodes: dict[str, int] = {}  # participant address -> Flower node id
         self._addresses: dict[int, str] = {}
+        self._informed: set[int] = set()  # nodes that acknowledged the current settings
+        self.settings = settings
+
+    @property
+    def settings(self) -> RunSettings:
+        return self._settings
+
+    @settings.setter
+    def settings(self, settings: RunSettings) -> None:
+        self._settings = settings
+        self._informed.clear()
 
     def participants(self) -> list[str]:
         return list(self.nodes)
@@ -75,7 +86,7 @@ class GridTransport:
                 raise ProtocolError(f"only {len(list(self.grid.get_node_ids()))} of {expected} participants connected")
             time.sleep(0.1)
         challenge = os.urandom(16)
-        hello = ConfigRecord({"settings": self.settings.to_json(), "challenge": challenge.hex()})
+        hello = ConfigRecord({SETTINGS: self.settings.to_json(), "challenge": challenge.hex()})
         messages = [Message(RecordDict({"config": hello}), dst_node_id=node, message_type=MessageType.QUERY + ".hello")
                     for node in self.grid.get_node_ids()]
         summaries: dict[str, SignedSummary] = {}
@@ -88,6 +99,7 @@ class GridTransport:
             except (MalformedMessage, ProtocolError) as refused:
                 self.progress.note(f"node {node} is left out: {refused}")
                 continue
+            self._informed.add(node)
             if "data" in reply.content:
                 try:
                     summaries[address] = SignedSummary.from_record(dict(reply.content["data"]), address,
@@ -122,21 +134,23 @@ class GridTransport:
             kind = KINDS.get(message.metadata.message_type)
             if address is not None and kind is not None:
                 answered[(address, kind)] = self._reply(address, kind, message)
+                if not message.has_error():
+                    self._informed.add(message.metadata.src_node_id)
         return [answered.get((r.participant, r.kind)) or Reply(r.participant, r.kind, error=f"no reply within {timeout:g} s")
                 for r in requests]
 
     def _message(self, request: Request) -> Message:
-        records: dict[str, ConfigRecord] = {"config": ConfigRecord({**request.payload,
-                                                                    "settings": self.settings.to_json()})}
-        if self.ship_blobs and request.carried:
+        node = self.nodes[request.participant]
+        settings = {} if node in self._informed else {SETTINGS: self.settings.to_json()}
+        records: dict[str, ConfigRecord] = {"config": ConfigRecord({**request.payload, **settings})}
+        if self.settings.ship_blobs and request.carried:
             records[blobs.RECORD] = ConfigRecord(blobs.pack(self.federation.store, request.carried))
-        return Message(RecordDict(records), dst_node_id=self.nodes[request.participant],
-                       message_type=MESSAGE_TYPES[request.kind])
+        return Message(RecordDict(records), dst_node_id=node, message_type=MESSAGE_TYPES[request.kind])
 
     def _reply(self, address: str, kind: str, message: Message) -> Reply:
         if message.has_error():
             return Reply(address, kind, error=f"failed to {kind}: {last_line(message.error.reason)}")
-        if self.ship_blobs and blobs.RECORD in message.content:  # the sealed update its receipt names, into our store
+        if self.settings.ship_blobs and blobs.RECORD in message.content:  # the sealed update its receipt names, into our store
             receipt = message.content.get("receipt")
             try:
                 wanted = {Cid.parse(str(receipt["cid"]))} if receipt is not None and "cid" in receipt else set()
@@ -157,7 +171,7 @@ class OnChainStrategy(Strategy):
     """Runs fl-chain's round coordinator over the Grid Flower hands the ServerApp."""
 
     def __init__(self, federation: Federation, aggregator: Identity, settings: RunSettings, plan: RoundPlan,
-                 runlog: RunLog, progress: Progress, drill: KillDrill | None = None, ship_blobs: bool = False) -> None:
+                 runlog: RunLog, progress: Progress, drill: KillDrill | None = None) -> None:
         self.federation = federation
         self.aggregator = aggregator
         self.settings = settings
@@ -165,11 +179,10 @@ class OnChainStrategy(Strategy):
         self.runlog = runlog
         self.progress = progress
         self.drill = drill
-        self.ship_blobs = ship_blobs
 
     def start(self, grid: Grid, initial_arrays: ArrayRecord | None = None, num_rounds: int = 0,
               timeout: float = 0, **_unused: object) -> Result:
-        transport = GridTransport(grid, self.federation, self.settings, self.progress, self.ship_blobs)
+        transport = GridTransport(grid, self.federation, self.settings, self.progress)
         summaries = transport.greet(self.settings.num_participants, max(self.plan.reply_timeout, GREETING_TIMEOUT))
         if summaries:
             self._agree_on_preprocessing(transport, summaries)

@@ -30,7 +30,9 @@ from flwr.clientapp import ClientApp
 from clients.node import Node, resolve_node
 from fl_chain import blobs
 from fl_chain.data.preprocessing import SignedSummary
+from fl_chain.errors import UsageError
 from fl_chain.messages import Greeting, read_hex
+from fl_chain.settings import FIELD as SETTINGS
 from fl_chain.storage.cid import Cid
 
 app = ClientApp()
@@ -39,10 +41,23 @@ app = ClientApp()
 def _node_of(message: Message, context: Context) -> Node:
     """This node's participant; the blobs the message carries that the chain names for
     this request go into its store first (any other is dropped)."""
-    node = resolve_node(str(message.content["config"]["settings"]), context.node_config)
+    node = resolve_node(_settings_of(message, context), context.node_config)
     if blobs.RECORD in message.content:
         blobs.unpack(node.federation.store, message.content[blobs.RECORD], _named(node, message))
     return node
+
+
+def _settings_of(message: Message, context: Context) -> str:
+    """The run settings: the aggregator sends them once (and when they change); the node
+    keeps them in its context, which Flower holds for the rest of the run."""
+    config = message.content["config"]
+    if SETTINGS in config:
+        text = str(config[SETTINGS])
+        context.state[SETTINGS] = ConfigRecord({SETTINGS: text})
+        return text
+    if SETTINGS in context.state:
+        return str(context.state[SETTINGS][SETTINGS])
+    raise UsageError("the aggregator has not sent this node the run settings (they come with its greeting)")
 
 
 def _named(node: Node, message: Message) -> set[Cid]:
@@ -60,7 +75,7 @@ def _named(node: Node, message: Message) -> set[Cid]:
 
 
 def _config(message: Message) -> dict[str, Any]:
-    return {key: value for key, value in message.content["config"].items() if key != "settings"}
+    return {key: value for key, value in message.content["config"].items() if key != SETTINGS}
 
 
 def _reply(message: Message, node: Node, records: Mapping[str, Mapping[str, Any]]) -> Message:
@@ -70,7 +85,7 @@ def _reply(message: Message, node: Node, records: Mapping[str, Mapping[str, Any]
         name: MetricRecord(dict(values)) if name == "metrics" else ConfigRecord(dict(values))
         for name, values in records.items()
     }
-    if node.ships_blobs and "receipt" in records:
+    if node.settings.ship_blobs and "receipt" in records:
         content[blobs.RECORD] = ConfigRecord(blobs.pack(node.federation.store, [Cid.parse(str(records["receipt"]["cid"]))]))
     return Message(RecordDict(content), reply_to=message)
 

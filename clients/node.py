@@ -11,6 +11,7 @@ In a deployment each organization's SuperNode says it all in its own node config
     x25519-key="/site/keys/x25519.json" federation-file="/site/federation.json"
     chain-url="http://node:8545"        data-file="/site/data/cohort.csv"
     target="diagnosis"                  store-dir="/site/store"
+    data-dir="/site/images"             (instead of data-file, for an images task)
     task-code="my_pkg.Net"              (only if the federation's task names code to import)
 
 Either way the run settings say what is trained and how, and a node trains with them only
@@ -36,6 +37,7 @@ from fl_chain.chain.commitment import SignedCommitment
 from fl_chain.chain.federation import Role, parameter_differences, parameters_for
 from fl_chain.chain.federation_file import FederationFile
 from fl_chain.chain.ledger import Ledger
+from fl_chain.chain.opening import attach_federation
 from fl_chain.consortium import SimulatedConsortium
 from fl_chain.data.preprocessing import SharedPreprocessing, SignedSummary, TableSummary
 from fl_chain.data.tables import load_own_table, summarize_table
@@ -46,26 +48,24 @@ from fl_chain.jsonfiles import read_json
 from fl_chain.keyfile import read_key_file
 from fl_chain.messages import MalformedMessage, Receipt, Ticket
 from fl_chain.participant import EvaluateFn, ParticipantRole, Tensors, TrainFn, watch_in_thread
+from fl_chain.privacy import mode_of
 from fl_chain.protocol import Federation, ProtocolError
 from fl_chain.seeding import derive_seed
 from fl_chain.settings import RunSettings
 from fl_chain.storage.backends import open_store
 from fl_chain.storage.blockstore import LocalStore
-from fl_chain.task import Trained, evaluate_seeded, named_code, train_seeded
-from fl_chain.tasks.catalog import open_task, run_shape, task_label
+from fl_chain.task import Task, Trained, evaluate_seeded, named_code, train_seeded
+from fl_chain.tasks.catalog import ImageSource, open_task, run_shape, task_label
 from fl_chain.tasks.objectives import Classification
 from fl_chain.tasks.supervised import ArrayData, SupervisedTask
 
-DEPLOYMENT_KEYS = ("keystore", "password-file", "x25519-key", "federation-file", "chain-url", "data-file", "store-dir")
+DEPLOYMENT_KEYS = ("keystore", "password-file", "x25519-key", "federation-file", "chain-url", "store-dir")
 DEFAULT_TARGET = "target"
 
 
 @dataclass(frozen=True)
 class Node:
-    """This node's participant: its keys, its view of the federation, its role in rounds.
-
-    `ships_blobs` is set in a deployment, where the store is this organization's own:
-    blobs others need travel in Flower messages (fl_chain/blobs.py)."""
+    """This node's participant: its keys, its view of the federation, its role in rounds."""
 
     index: int
     address: str
@@ -73,7 +73,6 @@ class Node:
     federation: Federation
     settings: RunSettings
     load_data: Callable[[], object]  # this participant's data, as its task loads it
-    ships_blobs: bool = False
     summarize: Callable[[], TableSummary] | None = None  # deployments: what this site shares of its table
     watcher: Callable[[Callable[[], Identity]], Callable[[SignedCommitment], None]] | None = None
     answers: MutableMapping[tuple[int, int], dict[str, Any]] | None = None  # deployments: kept on disk
@@ -110,7 +109,7 @@ def resolve_node(settings_json: str, node_config: Mapping[str, object]) -> Node:
         return _deployed_node(settings_json, keys)
     if "partition-id" not in node_config:
         raise UsageError("the SuperNode's node config has neither partition-id (simulation) nor keystore "
-                         f"(deployment: {', '.join(DEPLOYMENT_KEYS)})")
+                         f"(deployment: {', '.join(DEPLOYMENT_KEYS)}, and data-file or data-dir)")
     return _simulated_node(settings_json, int(str(node_config["partition-id"])))
 
 
@@ -138,7 +137,7 @@ def _simulated_node(settings_json: str, index: int) -> Node:
     chain = rpc.connect(settings.chain_url)
     ledger = Ledger.attach(chain, settings.contract)
     check_settings(ledger, settings)
-    federation = Federation(ledger, open_store(settings.store, None))
+    federation = Federation(ledger, open_store(settings.store, None), mode_of(settings.experiment))
 
     def load_data() -> object:
         return open_task(settings.experiment).participant_data(index, run_shape(settings.experiment))
@@ -164,8 +163,7 @@ def _deployed_node(settings_json: str, keys: tuple[tuple[str, str], ...]) -> Nod
     if settings.contract.lower() != federation_file.address.lower():
         raise UsageError(f"the aggregator asks to work for federation {settings.contract}, but this organization's "
                          f"federation file names {federation_file.address}")
-    chain = rpc.connect(config["chain-url"], expected_chain_id=federation_file.chain_id)
-    ledger = federation_file.attach(chain)
+    ledger = attach_federation(federation_file, config["chain-url"])
     check_settings(ledger, settings)
     keystore, password_file, x25519_key = Path(config["keystore"]), Path(config["password-file"]), Path(config["x25519-key"])
 
@@ -177,18 +175,36 @@ def _deployed_node(settings_json: str, keys: tuple[tuple[str, str], ...]) -> Nod
     member = ledger.member(address)
     if not member.active or Role.PARTICIPANT not in member.roles:
         raise UsageError(f"this site's account {address} is not an active participant of federation {ledger.address}")
-    index = member.index
-    data_file, target = Path(config["data-file"]), config.get("target", DEFAULT_TARGET)
-    if not data_file.is_file():
-        raise UsageError(f"the data file {data_file} named by data-file does not exist")
     _check_task_code(settings.task, config)
-    task = open_task(settings.experiment)
+    federation = Federation(ledger, LocalStore(Path(config["store-dir"])), mode_of(settings.experiment))
+    load_data, summarize = _own_data(open_task(settings.experiment), settings, config, federation, address,
+                                     member.index)
+
+    def watcher(identity: Callable[[], Identity]) -> Callable[[SignedCommitment], None]:
+        return lambda signed: _watch_in_process(config, signed)
+
+    answers = AnswerFiles(Path(config["store-dir"]) / "answers" / ledger.address.lower())
+    return Node(member.index, address, unlock, federation, settings, load_data, summarize=summarize,
+                watcher=watcher, answers=answers)
+
+
+def _own_data(task: Task, settings: RunSettings, config: Mapping[str, str], federation: Federation, address: str,
+              index: int) -> tuple[Callable[[], ArrayData], Callable[[], TableSummary] | None]:
+    """This site's own data as the federation's task reads it, and (for a table) what it
+    shares of it: a folder of images (`data-dir`, against the classes the task declares)
+    or a table (`data-file`, preprocessed as every site agrees from their signed summaries)."""
     if not (isinstance(task, SupervisedTask) and isinstance(task.objective, Classification)):
-        raise UsageError(f"a deployed site trains a classifier on its own table (data-file); the federation's task "
-                         f"{task_label(settings.task)} is not one")
-    test_fraction = float(settings.task.get("test_fraction", 0.2))
-    store = LocalStore(Path(config["store-dir"]))
-    federation = Federation(ledger, store)
+        raise UsageError(f"a deployed site trains a classifier on its own table (data-file) or image folder "
+                         f"(data-dir); the federation's task {task_label(settings.task)} is not one")
+    test_fraction = task.test_fraction
+    if isinstance(task.source, ImageSource):
+        source, folder = task.source, _data_path(config, "data-dir", "a folder of images, one sub-folder per class")
+        if source.declared_shape() is None:
+            raise UsageError("the federation's images task declares no classes (task.classes): a site cannot know "
+                             "the class of each index from its own folder alone")
+        return (lambda: _images(source, str(folder), index, settings.seed, test_fraction)), None
+    data_file = _data_path(config, "data-file", "a table (CSV or Parquet)")
+    target = config.get("target", DEFAULT_TARGET)
 
     def summarize() -> TableSummary:
         return summarize_table(data_file, target=target, seed=settings.seed, index=index, test_fraction=test_fraction)
@@ -197,12 +213,25 @@ def _deployed_node(settings_json: str, keys: tuple[tuple[str, str], ...]) -> Nod
         shared = _agreed_preprocessing(federation, settings, address, summarize)
         return _table(str(data_file), target, settings.seed, index, test_fraction, json.dumps(shared.to_dict()))
 
-    def watcher(identity: Callable[[], Identity]) -> Callable[[SignedCommitment], None]:
-        return lambda signed: _watch_in_process(config, signed)
+    return load_data, summarize
 
-    answers = AnswerFiles(Path(config["store-dir"]) / "answers" / ledger.address.lower())
-    return Node(index, address, unlock, federation, settings, load_data, ships_blobs=True, summarize=summarize,
-                watcher=watcher, answers=answers)
+
+def _data_path(config: Mapping[str, str], key: str, what: str) -> Path:
+    if not config.get(key):
+        raise UsageError(f"the SuperNode's node config lacks {key}: this site's data, {what}")
+    path = Path(config[key])
+    if not (path.is_dir() if key == "data-dir" else path.is_file()):
+        raise UsageError(f"{path} named by {key} is not {'a directory' if key == 'data-dir' else 'a file'}")
+    return path
+
+
+@lru_cache(maxsize=4)
+def _images(source: ImageSource, folder: str, index: int, seed: int, test_fraction: float) -> ArrayData:
+    """The organization's own images, decoded once per process, split into train and test."""
+    split = source.site_data(Path(folder), index=index, seed=seed, test_fraction=test_fraction)
+    declared = source.declared_shape()
+    assert declared is not None  # checked when the node started
+    return ArrayData(split, *declared)
 
 
 def _check_task_code(task: Mapping[str, Any], config: Mapping[str, str]) -> None:

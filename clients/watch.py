@@ -14,9 +14,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from fl_chain.chain import rpc
 from fl_chain.chain.accounts import unlock_keystore
 from fl_chain.chain.federation_file import FederationFile
+from fl_chain.chain.opening import attach_federation
 from fl_chain.errors import FlChainError
 from fl_chain.jsonfiles import parse_json
 from fl_chain.messages import Receipt, Ticket, read_int
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         record = parse_json(sys.stdin.read())
         federation_file = FederationFile.read(Path(args.federation_file))
-        ledger = federation_file.attach(rpc.connect(args.chain_url, expected_chain_id=federation_file.chain_id))
+        ledger = attach_federation(federation_file, args.chain_url)
         account = unlock_keystore(Path(args.keystore), password_file=Path(args.password_file))
         ticket = Ticket(read_int(record, "round", "the receipt"), read_int(record, "attempt", "the receipt"),
                         federation_file.genesis_model, 0)  # only round and attempt are compared

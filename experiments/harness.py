@@ -13,8 +13,7 @@ import logging
 import os
 import shlex
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,21 +21,16 @@ from aggregator.config import RUN_OWNED_CHAINS, validate
 from aggregator.drill import KillDrill
 from aggregator.strategy import OnChainStrategy
 from fl_chain import protocol
-from fl_chain.chain import rpc
-from fl_chain.chain.anvil import AnvilNode
-from fl_chain.chain.bridge import RpcBridge
-from fl_chain.chain.chain import Chain
-from fl_chain.chain.embedded import EmbeddedChain
 from fl_chain.chain.federation import FederationParameters, experiment_of, parameter_differences, parameters_for
 from fl_chain.chain.federation_file import write_federation_file
-from fl_chain.chain.history import HISTORY_FILE, export_history
 from fl_chain.chain.ledger import Ledger
-from fl_chain.chain.operator import RpcSettings, connect_operator, fund_accounts
+from fl_chain.chain.opening import open_chain
 from fl_chain.consortium import SimulatedConsortium
 from fl_chain.errors import ChainError, FlChainError, StoreError, UsageError
 from fl_chain.identity import Identity
 from fl_chain.jsonfiles import read_json
 from fl_chain.plots import plot_per_round
+from fl_chain.privacy import mode_of
 from fl_chain.progress import Progress
 from fl_chain.protocol import ProtocolError
 from fl_chain.round import RoundPlan
@@ -57,36 +51,6 @@ class RunStopped(FlChainError):
 
 Confirm = Callable[[str], bool]
 Drive = Callable[[OnChainStrategy], None]  # runs the rounds: experiments.simulation.simulate, or a grid's
-
-
-@contextmanager
-def serve_chain(config: dict[str, Any], run_dir: Path, funded: list[str], resume: bool = False,
-                confirm: Confirm | None = None) -> Iterator[str]:
-    """Yields a JSON-RPC URL for the configured chain, started and stopped around the run.
-
-    `resume` re-executes an embedded chain's journal; an anvil chain lived in a process
-    that ended with the run, so there is nothing to resume. On a node of someone else's
-    (`chain=rpc`), `confirm` is asked before the operator's keystore pays for anything.
-    """
-    chain = config["chain"]
-    if chain["backend"] == "embedded":
-        if resume:
-            embedded = EmbeddedChain.resume(run_dir / "ledger")
-        else:
-            embedded = EmbeddedChain.create(run_dir / "ledger", chain_id=chain["chain_id"], funded=funded)
-        with RpcBridge(embedded.web3, increase_time=embedded.increase_time) as url:
-            yield url
-    elif chain["backend"] == "anvil":
-        with AnvilNode(chain_id=chain["chain_id"]) as node:
-            rpc.fund(rpc.connect(node.url), funded)
-            try:
-                yield node.url
-            finally:  # the node ends with the run: its signed history is what verify re-executes
-                export_history(rpc.connect(node.url).web3, run_dir / HISTORY_FILE)
-    else:
-        connected, operator = connect_operator(chain)
-        fund_accounts(connected, operator, funded, RpcSettings.from_config(chain).fund_wei, confirm)
-        yield chain["url"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,7 +108,7 @@ class Experiment:
         plan = RoundPlan(config["rounds"], config["quorum"], config["fraction_train"], config["reply_timeout"],
                          seed=config["seed"], max_attempts=config.get("max_attempts", 3),
                          fast_forward=config["chain"]["backend"] in RUN_OWNED_CHAINS)
-        strategy = OnChainStrategy(protocol.Federation(ledger, self.store), aggregator, settings, plan,
+        strategy = OnChainStrategy(protocol.Federation(ledger, self.store, mode_of(config)), aggregator, settings, plan,
                                    runlog, self.progress, KillDrill.from_environment())
         try:
             drive(strategy)
@@ -188,13 +152,13 @@ def run_experiment(config: dict[str, Any], run_dir: Path, drive: Drive,
     experiment.progress.note(f"fl-chain: {task_label(config['task'])}, {config['num_participants']} participants, "
                              f"{config['rounds']} rounds, {config['chain']['backend']} chain -> {run_dir}")
     consortium = experiment.new_consortium()
-    with serve_chain(config, run_dir, consortium.transacting_addresses, confirm=confirm) as url:
-        chain = _connect(config, url)
-        ledger = consortium.found(chain, experiment.parameters(), experiment.genesis, experiment.example_caps())
-        experiment.progress.note(f"federation {ledger.address} on chain {chain.chain_id}, genesis model {experiment.genesis}")
+    with open_chain(config["chain"], run_dir, consortium.transacting_addresses, confirm=confirm) as opened:
+        ledger = consortium.found(opened.chain, experiment.parameters(), experiment.genesis, experiment.example_caps())
+        experiment.progress.note(f"federation {ledger.address} on chain {opened.chain.chain_id}, genesis model "
+                                 f"{experiment.genesis}")
         write_federation_file(run_dir / "federation.json", ledger, experiment.genesis, consortium.seed_accounts)
         runlog = RunLog(run_dir, metrics=experiment.task.metrics)
-        experiment.train(ledger, consortium.aggregator, url, runlog, drive)
+        experiment.train(ledger, consortium.aggregator, opened.url, runlog, drive)
         return experiment.finish(ledger, runlog)
 
 
@@ -214,8 +178,9 @@ def resume_experiment(run_dir: Path, config: dict[str, Any], drive: Drive,
                          "the run)")
     experiment = Experiment.prepare(config, run_dir)
     consortium = SimulatedConsortium.load(run_dir / "keys")
-    with serve_chain(config, run_dir, consortium.transacting_addresses, resume=True, confirm=confirm) as url:
-        ledger = Ledger.attach(_connect(config, url), address)
+    with open_chain(config["chain"], run_dir, consortium.transacting_addresses, resume=True,
+                    confirm=confirm) as opened:
+        ledger = Ledger.attach(opened.chain, address)
         differences = parameter_differences(parameters_for(config), ledger.parameters())
         if differences:
             raise UsageError(f"federation {ledger.address} was deployed for another experiment than {run_dir}'s "
@@ -223,7 +188,7 @@ def resume_experiment(run_dir: Path, config: dict[str, Any], drive: Drive,
         runlog = RunLog(run_dir, metrics=experiment.task.metrics, resume=True)
         experiment.progress.note(f"fl-chain: resuming {run_dir} on federation {ledger.address} "
                                  f"({len(runlog.rounds)} of {config['rounds']} rounds recorded)")
-        experiment.train(ledger, consortium.aggregator, url, runlog, drive)
+        experiment.train(ledger, consortium.aggregator, opened.url, runlog, drive)
         return experiment.finish(ledger, runlog)
 
 
@@ -245,12 +210,6 @@ def _store_spec(storage: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     if storage["backend"] == "local":
         return {**storage, "dir": str(Path(storage.get("dir") or run_dir / "store").resolve())}
     return dict(storage)
-
-
-def _connect(config: dict[str, Any], url: str) -> Chain:
-    """The aggregator's connection, riding out outages for `chain.retry_seconds`."""
-    return rpc.connect(url, retry_seconds=float(config["chain"].get("retry_seconds", rpc.DEFAULT_RETRY_SECONDS)),
-                       development=config["chain"]["backend"] in RUN_OWNED_CHAINS)
 
 
 def _quiet_frameworks() -> None:

@@ -41,7 +41,7 @@ from fl_chain.chain.commitment import SignedCommitment
 from fl_chain.chain.federation import CommitmentRecord, ExclusionReason, RelayOutcome, Role, RoundStatus
 from fl_chain.chain.ledger import Ledger
 from fl_chain.codec import decode_model, encode_model, schema_hash
-from fl_chain.envelope import ExpectedUpdate, UpdateHeader, is_usable_recipient, open_envelope, seal_encoded
+from fl_chain.envelope import ExpectedUpdate, UpdateHeader, is_usable_recipient
 from fl_chain.errors import (
     BlobTooLarge,
     EnvelopeError,
@@ -63,6 +63,7 @@ from fl_chain.errors import (
 )
 from fl_chain.identity import Identity
 from fl_chain.messages import Ticket
+from fl_chain.privacy import SEALED, PrivacyMode
 from fl_chain.rules import AggregationRule, rule_for
 from fl_chain.storage.blockstore import ContentStore
 from fl_chain.storage.cid import RAW, Cid
@@ -84,10 +85,13 @@ class WrongExamples(ProtocolError):
 
 @dataclass(frozen=True)
 class Federation:
-    """The two shared facts every role works against: the contract and the content store."""
+    """The two shared facts every role works against, the contract and the content store,
+    and the privacy mode the experiment names (bound by the task hash; `sealed` unless
+    said otherwise)."""
 
     ledger: Ledger
     store: ContentStore
+    privacy: PrivacyMode = SEALED
 
     @property
     def address(self) -> str:
@@ -310,7 +314,7 @@ def commit_update(
     with timed(stopwatch, "encode"):
         payload = encode_model(tensors, {})
     with timed(stopwatch, "encrypt"):
-        blob = seal_encoded(payload, header, recipients, sealing_randomness(participant))
+        blob = federation.privacy.seal(payload, header, recipients, sealing_randomness(participant))
     with timed(stopwatch, "store"):
         cid = federation.store.put(blob)
         federation.store.pin(cid)
@@ -378,7 +382,7 @@ def open_update(
         with timed(stopwatch, "fetch_updates"):
             blob = fetch_blob(federation.store, record.cid, retries, rules.max_blob)
         with timed(stopwatch, "open_updates"):
-            opened = open_envelope(blob, opener, expected)
+            opened = federation.privacy.open(blob, opener, expected)
             if opened.header.examples != record.examples:
                 raise WrongExamples(
                     f"the update of {record.participant} claims {opened.header.examples} examples, "
@@ -449,7 +453,7 @@ def exclusion_code(error: FlChainError) -> ExclusionReason:
 def aggregate(federation: Federation, round_number: int, collected: CollectedUpdates) -> tuple[dict[str, np.ndarray], Cid]:
     """The federation's rule (from the chain) over the collected updates, stored as the
     round's global model."""
-    tensors = federation.rule.aggregate(collected.updates)
+    tensors = federation.privacy.combine(federation.rule, collected.updates)
     cid = federation.store.put(encode_global_model(federation, round_number, tensors))
     federation.store.pin(cid)
     return tensors, cid
@@ -540,7 +544,7 @@ def judge(federation: Federation, validator: Identity, round_number: int,
         valid.append(outcome)
     if len(valid) < federation.ledger.parameters().quorum:
         return Judgement(NO_VALID_AGGREGATE, (*disputes, f"only {len(valid)} valid updates, below the quorum"))
-    model = cid_of(encode_global_model(federation, round_number, federation.rule.aggregate(valid)))
+    model = cid_of(encode_global_model(federation, round_number, federation.privacy.combine(federation.rule, valid)))
     return Judgement(model, tuple(disputes))
 
 

@@ -1,4 +1,4 @@
-"""What every participant must agree on for a run, sent to ClientApps with each message.
+"""What every participant must agree on for a run, sent to each ClientApp once per run.
 
 `experiment` is the run's config without its `chain` and `storage` groups: what is trained
 and how. Its hash is the federation's task hash on chain, and a participant trains with
@@ -6,6 +6,11 @@ nothing else: it checks the hash before it touches its data, so an aggregator ca
 site to train with settings (a learning rate, a number of epochs) the consortium did not
 deploy. The rest says where the chain and the store are; in a simulation, also where the
 run's secret keys are (a deployed site has its own, named by its SuperNode).
+
+The aggregator sends them with its greeting, and again only when they change (deployed
+sites' data summaries) or to a node that did not acknowledge them; a node keeps them in
+its Flower context for the rest of the run. `ship_blobs` is the one place that decides
+whether blobs travel inside messages (fl_chain/blobs.py): both ends read it from here.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from fl_chain.errors import UsageError
 from fl_chain.jsonfiles import parse_json
 
 OPTIMIZERS = ("sgd", "adam")
+FIELD = "settings"  # the request field that carries RunSettings.to_json()
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,7 @@ class RunSettings:
     keys_dir: str | None = None  # simulations: the run's keys/ (fl_chain/consortium.py)
     # deployments: every site's signed data summary, by address (fl_chain/data/preprocessing.py)
     summaries: dict[str, dict[str, str]] | None = None
+    ship_blobs: bool = False  # deployments: every party keeps its own store, so blobs travel in messages
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
@@ -63,10 +70,13 @@ class RunSettings:
     @classmethod
     def from_json(cls, text: str) -> RunSettings:
         try:
-            fields = parse_json(text)
-            return cls(**fields)
+            settings = cls(**parse_json(text))
         except (ValueError, TypeError) as error:
             raise UsageError(f"the run settings sent with the request are malformed: {error}") from None
+        if not isinstance(settings.ship_blobs, bool):
+            raise UsageError(f"the run settings sent with the request are malformed: ship_blobs is "
+                             f"{settings.ship_blobs!r}, not true or false")
+        return settings
 
     @property
     def seed(self) -> int:

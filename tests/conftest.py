@@ -8,6 +8,7 @@ silently skipping it.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -114,7 +115,7 @@ def chain(request: pytest.FixtureRequest, tmp_path: Path, consortium: Consortium
     addresses = [identity.address for identity in consortium.everyone]
     if request.param == "embedded":
         embedded = EmbeddedChain.create(tmp_path / "ledger", funded=addresses)
-        connected = Chain(embedded.web3, backend="embedded", increase_time=embedded.increase_time)
+        connected = embedded.connect()
     elif request.param == "embedded-rpc":
         embedded = EmbeddedChain.create(tmp_path / "ledger", funded=addresses)
         bridge = RpcBridge(embedded.web3, increase_time=embedded.increase_time)
@@ -159,6 +160,15 @@ def flchain(*args: str) -> subprocess.CompletedProcess[str]:
     environment = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0"}
     return subprocess.run([sys.executable, "-m", "fl_chain.cli", *args], capture_output=True, text=True,
                           timeout=900, env=environment)
+
+
+def summary_of(run_dir: Path) -> dict:  # type: ignore[type-arg]
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+def assert_verifies(run_dir: Path) -> None:
+    completed = flchain("verify", str(run_dir))
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-2000:]
 
 
 @pytest.fixture(scope="session")

@@ -31,6 +31,8 @@ from fl_chain.orgkeys import MemberCard, OrgFiles, generate_org
 from fl_chain.protocol import Federation
 from fl_chain.settings import RunSettings
 from fl_chain.storage.blockstore import LocalStore
+from fl_chain.tasks.catalog import open_task, run_shape
+from tests.test_tasks import write_image_folders
 
 from conftest import Consortium, flchain, genesis_cid
 
@@ -89,11 +91,12 @@ EXPERIMENT = experiment_of(compose_experiment(["task=csv", "task.files=[data.csv
 
 
 def site(tmp_path: Path, anvil_node: AnvilNode, consortium: Consortium, experiment: dict[str, object],
-         admitted: bool):  # type: ignore[no-untyped-def]
-    """A federation deployed for `experiment`, and one site's keys and node config."""
+         admitted: bool, deployed: dict[str, object] = EXPERIMENT):  # type: ignore[no-untyped-def]
+    """A federation deployed for `deployed`, one site's keys and node config, and the run
+    settings of an aggregator asking for `experiment`."""
     chain = rpc.connect(anvil_node.url)
     rpc.fund(chain, [identity.address for identity in consortium.everyone])
-    parameters = parameters_for(EXPERIMENT)
+    parameters = parameters_for(deployed)
     ledger = Ledger.deploy(chain, consortium.admin.account, parameters, genesis_cid())
     (tmp_path / "password").write_text("pw")
     card = generate_org("site", tmp_path / "keys", "pw")
@@ -110,7 +113,8 @@ def site(tmp_path: Path, anvil_node: AnvilNode, consortium: Consortium, experime
                    "x25519-key": str(files.x25519_key), "federation-file": str(tmp_path / "federation.json"),
                    "chain-url": anvil_node.url, "data-file": str(tmp_path / "data.csv"),
                    "store-dir": str(tmp_path / "store")}
-    settings = RunSettings(experiment=experiment, chain_url=anvil_node.url, contract=ledger.address, store={})
+    settings = RunSettings(experiment=experiment, chain_url=anvil_node.url, contract=ledger.address, store={},
+                           ship_blobs=True)
     return ledger, card, node_config, settings
 
 
@@ -151,7 +155,28 @@ def test_an_admitted_site_starts_without_unlocking_its_keystore(
     _, card, node_config, settings = site(tmp_path, anvil_node, consortium, EXPERIMENT, admitted=True)
     node = resolve_node(settings.to_json(), node_config)
     assert node.address == card.address and "identity" not in vars(node)  # named without unlocking
-    assert node.identity.address == card.address and node.ships_blobs
+    assert node.identity.address == card.address
+
+
+IMAGES = experiment_of(compose_experiment(["task=images", "task.dirs=[]", "task.classes=[bottom,top]", "task.size=8",
+                                           "num_participants=1", "quorum=1", "num_validators=1",
+                                           "attestation_threshold=1"]))
+
+
+@pytest.mark.anvil
+def test_a_deployed_site_trains_on_its_own_image_folder_named_by_data_dir(
+        tmp_path: Path, anvil_node: AnvilNode, consortium: Consortium) -> None:
+    _, _, node_config, settings = site(tmp_path, anvil_node, consortium, IMAGES, admitted=True, deployed=IMAGES)
+    with pytest.raises(UsageError, match="node config lacks data-dir: this site's data, a folder of images"):
+        resolve_node(settings.to_json(), node_config)
+    [folder] = write_image_folders(tmp_path / "images", sites=1)
+    node = resolve_node(settings.to_json(), {**node_config, "data-dir": folder})
+    assert node.summarize is None  # images are scaled by their fixed range: nothing to agree on
+    data = node.load_data()
+    assert data.input_shape == (3, 8, 8) and data.num_classes == 2 and data.split.examples + len(data.split.test_y) == 16
+    task = open_task(IMAGES)
+    trained = task.train(task.initial_weights(run_shape(IMAGES)), data, seed=1)
+    assert trained.examples == data.split.examples
 
 
 @pytest.mark.anvil

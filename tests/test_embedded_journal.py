@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from fl_chain.chain.chain import Chain
 from fl_chain.chain.embedded import EmbeddedChain, replay_journal
 from fl_chain.chain.journal import BLOCKS_FILE, JournalError
 from fl_chain.chain.ledger import Ledger
@@ -17,7 +16,7 @@ from conftest import Consortium, deploy_federation, genesis_cid
 
 def journaled_federation(directory: Path, consortium: Consortium) -> tuple[EmbeddedChain, Ledger]:
     embedded = EmbeddedChain.create(directory, funded=[i.address for i in consortium.everyone])
-    ledger = deploy_federation(Chain(embedded.web3, backend="embedded"), consortium)
+    ledger = deploy_federation(embedded.connect(), consortium)
     state = ledger.open_round(consortium.aggregator.account, 1, genesis_cid())
     batch = [ledger.sign(p.account, 1, state.attempt, genesis_cid(p.address), 7) for p in consortium.participants]
     ledger.relay(consortium.aggregator.account, batch)
@@ -40,7 +39,7 @@ def test_replay_reproduces_blocks_state_and_events(tmp_path: Path, consortium: C
     assert mismatches == []
     assert replayed.block_number == original.block_number > 4
     assert head_hash(replayed) == head_hash(original)
-    again = Ledger(Chain(replayed.web3, backend="embedded"), ledger.address)
+    again = Ledger(replayed.connect(), ledger.address)
     assert again.round(1) == ledger.round(1)
     assert again.commitments(1) == ledger.commitments(1)
     assert again.members() == ledger.members()
@@ -50,7 +49,7 @@ def test_resumed_chain_keeps_journaling(tmp_path: Path, consortium: Consortium) 
     original, ledger = journaled_federation(tmp_path / "ledger", consortium)
     resumed = EmbeddedChain.resume(tmp_path / "ledger")
     assert head_hash(resumed) == head_hash(original)
-    continued = Ledger(Chain(resumed.web3, backend="embedded"), ledger.address)
+    continued = Ledger(resumed.connect(), ledger.address)
     included = [p.address for p in consortium.participants]
     continued.finalize(consortium.aggregator.account, 1, genesis_cid("global"), included)
     replayed, mismatches = replay_journal(tmp_path / "ledger")

@@ -10,16 +10,12 @@ import pytest
 
 from fl_chain.storage.unixfs import cid_of
 
-from conftest import SMALL_RUN, flchain
+from conftest import SMALL_RUN, flchain, summary_of
 
 
 @pytest.fixture
 def sweep(small_runs: Path) -> Path:
     return small_runs
-
-
-def summary_of(run_dir: Path) -> dict:  # type: ignore[type-arg]
-    return json.loads((run_dir / "summary.json").read_text())
 
 
 @pytest.mark.slow

@@ -1,6 +1,7 @@
 """Faults in real runs (Flower simulation, real chain): participants that crash, hang or
-send NaN, rounds that miss the quorum, and an aggregator killed at each protocol step
-and resumed. Every run must end with every round accepted and `flchain verify` passing."""
+send NaN, rounds that miss the quorum, a chain node that goes away (the aggregator killed
+and resumed: test_faults_resume.py). Every run must end with every round accepted and
+`flchain verify` passing."""
 
 from __future__ import annotations
 
@@ -18,18 +19,9 @@ from tcp_proxy import TcpProxy
 
 from fl_chain.chain.anvil import AnvilNode
 
-from conftest import SMALL_RUN, flchain
+from conftest import SMALL_RUN, assert_verifies, flchain, summary_of
 
 pytestmark = pytest.mark.slow
-
-
-def _summary(run_dir: Path) -> dict:
-    return json.loads((run_dir / "summary.json").read_text())
-
-
-def _verified(run_dir: Path) -> None:
-    completed = flchain("verify", str(run_dir))
-    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-2000:]
 
 
 def _participants(run_dir: Path) -> list[str]:
@@ -46,7 +38,7 @@ def test_participants_that_crash_hang_or_send_nan_are_excluded_with_the_reason(t
     assert completed.returncode == 0, completed.stderr[-3000:]
 
     participants = _participants(run_dir)
-    rounds = _summary(run_dir)["rounds"]
+    rounds = summary_of(run_dir)["rounds"]
     assert [r["accepted"] for r in rounds] == [True] * 4
     assert [(r["commitments"], r["included"]) for r in rounds] == [(3, 3), (2, 2), (3, 2), (2, 2)]
     expected = {2: (participants[2], "crashed"), 3: (participants[1], "NaN"), 4: (participants[0], "no reply within 8 s")}
@@ -58,7 +50,7 @@ def test_participants_that_crash_hang_or_send_nan_are_excluded_with_the_reason(t
     with open(run_dir / "metrics.csv") as handle:
         excluded = {(int(row["round"]), row["participant"]) for row in csv.DictReader(handle) if row["excluded"]}
     assert excluded == {(number, who) for number, (who, _) in expected.items()}
-    _verified(run_dir)
+    assert_verifies(run_dir)
 
 
 @pytest.mark.parametrize("backend", ["embedded", pytest.param("anvil", marks=pytest.mark.anvil)])
@@ -72,12 +64,12 @@ def test_a_round_below_the_quorum_is_failed_on_chain_and_retried(tmp_path: Path,
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "below the quorum of 3; failing it on chain and retrying" in completed.stderr
 
-    first, second = _summary(run_dir)["rounds"]
+    first, second = summary_of(run_dir)["rounds"]
     assert (first["attempt"], first["accepted"], first["included"]) == (2, True, 3)
     assert (second["attempt"], second["accepted"]) == (1, True)
     assert any("attempt 1: failed to train" in e["reason"] for e in first["exclusions"])
     if backend == "embedded":  # anvil's chain ended with the run; the embedded journal replays
-        _verified(run_dir)
+        assert_verifies(run_dir)
 
 
 def test_a_round_that_keeps_failing_stops_the_run_resumably(tmp_path: Path) -> None:
@@ -91,81 +83,9 @@ def test_a_round_that_keeps_failing_stops_the_run_resumably(tmp_path: Path) -> N
 
     resumed = flchain("resume", str(run_dir))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    (only,) = _summary(run_dir)["rounds"]
+    (only,) = summary_of(run_dir)["rounds"]
     assert (only["attempt"], only["accepted"], only["included"], only["resumed"]) == (3, True, 3, True)
-    _verified(run_dir)
-
-
-# ---------------------------------------------------------------- the aggregator killed, then resumed
-
-
-def _killed_run(run_dir: Path, drill: str, *overrides: str) -> str:
-    """`flchain run` with the kill drill armed; returns its stderr once it died."""
-    run_dir.mkdir(parents=True)
-    environment = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0", "FLCHAIN_DRILL_KILL_AGGREGATOR": drill}
-    log = run_dir.parent / f"{run_dir.name}.stderr"
-    with open(log, "w") as stderr:
-        process = subprocess.Popen([sys.executable, "-m", "fl_chain.cli", "run", *SMALL_RUN, *overrides,
-                                    f"hydra.run.dir={run_dir}"],
-                                   stdout=subprocess.DEVNULL, stderr=stderr, env=environment, start_new_session=True)
-        try:
-            process.wait(timeout=600)
-        finally:  # the simulation's worker processes outlive a killed aggregator: end them too
-            try:
-                os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-    assert process.returncode == -signal.SIGKILL, log.read_text()[-3000:]
-    return log.read_text()
-
-
-@pytest.mark.parametrize("drill", ["1:opened", "2:relayed", "2:stored", "2:finalized"])
-def test_an_aggregator_killed_at_any_step_resumes_to_the_same_models(tmp_path: Path, drill: str, small_runs: Path) -> None:
-    run_dir = tmp_path / "run"
-    stderr = _killed_run(run_dir, drill)
-    assert f"drill: killing the aggregator in round {drill.replace(':', ' after ')}" in stderr.replace("'", "")
-    assert not (run_dir / "summary.json").exists()
-
-    resumed = flchain("resume", str(run_dir))
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-
-    reference = _summary(small_runs / "0")["rounds"]  # the same config and seed, never interrupted
-    rounds = _summary(run_dir)["rounds"]
-    assert [r["global_cid"] for r in rounds] == [r["global_cid"] for r in reference]
-    assert [(r["accepted"], r["attempt"], r["commitments"], r["included"]) for r in rounds] == [(True, 1, 3, 3)] * 2
-    killed_round = int(drill.split(":")[0])
-    assert [r["resumed"] for r in rounds] == [number == killed_round for number in (1, 2)]
-    _verified(run_dir)
-
-
-@pytest.mark.anvil
-def test_an_aggregator_killed_on_a_live_node_resumes_there(tmp_path: Path, anvil_node: AnvilNode) -> None:
-    run_dir = tmp_path / "run"
-    where = ("chain=rpc", f"chain.url={anvil_node.url}", f"chain.chain_id={anvil_node.chain_id}")
-    _killed_run(run_dir, "2:stored", *where)
-    resumed = flchain("resume", str(run_dir), *where)  # a node of its own: named again, never taken from the files
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    rounds = _summary(run_dir)["rounds"]
-    assert [(r["accepted"], r["attempt"], r["commitments"], r["included"], r["resumed"]) for r in rounds] == [
-        (True, 1, 3, 3, False), (True, 1, 3, 3, True)]
-    contract = json.loads((run_dir / "federation.json").read_text())["address"]
-    verified = flchain("verify", "--rpc", anvil_node.url, "--contract", contract, "--store", str(run_dir / "store"))
-    assert verified.returncode == 0, verified.stdout[-3000:] + verified.stderr[-2000:]
-
-
-def test_resume_refuses_a_finished_run_and_a_run_whose_anvil_is_gone(small_runs: Path, tmp_path: Path) -> None:
-    finished = flchain("resume", str(small_runs / "0"))
-    assert finished.returncode == 2
-    assert "nothing to resume" in finished.stderr and "Traceback" not in finished.stderr
-
-    on_anvil = tmp_path / "anvil-run"
-    on_anvil.mkdir()
-    config = (small_runs / "0" / "config.yaml").read_text()
-    (on_anvil / "config.yaml").write_text(config.replace("backend: embedded", "backend: anvil"))
-    (on_anvil / "federation.json").write_text((small_runs / "0" / "federation.json").read_text())
-    gone = flchain("resume", str(on_anvil))
-    assert gone.returncode == 2, gone.stderr
-    assert "cannot be resumed" in gone.stderr and "Traceback" not in gone.stderr
+    assert_verifies(run_dir)
 
 
 # ---------------------------------------------------------------- the chain's node unreachable
@@ -213,7 +133,7 @@ def test_a_run_rides_out_a_short_outage_and_stops_resumably_on_a_long_one(anvil_
         resumed = flchain("resume", str(run_dir), "chain=rpc", f"chain.url={proxy.url}",
                           f"chain.chain_id={anvil_node.chain_id}")
         assert resumed.returncode == 0, resumed.stderr[-3000:]
-        rounds = _summary(run_dir)["rounds"]
+        rounds = summary_of(run_dir)["rounds"]
         assert [(r["round"], r["accepted"]) for r in rounds] == [(1, True), (2, True), (3, True)]
         contract = json.loads((run_dir / "federation.json").read_text())["address"]
         verified = flchain("verify", "--rpc", proxy.url, "--contract", contract, "--store", str(run_dir / "store"))

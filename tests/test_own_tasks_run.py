@@ -16,9 +16,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
+
+from tests.test_tasks import write_image_folders
 
 REPO = Path(__file__).resolve().parent.parent
 GUIDE = REPO / "docs" / "tasks.md"
@@ -105,25 +105,11 @@ def test_a_flower_module_from_the_guide_nears_its_baseline_verifies_and_reproduc
     reproduced(outside, run_dir, "task.module=digits_app.task")
 
 
-def image_folders(root: Path) -> list[str]:
-    """Three sites of 12x12 RGB images in two classes (bright top or bright bottom halves)."""
-    rng = np.random.default_rng(3)
-    for site in range(3):
-        for label, rows in (("top", slice(0, 6)), ("bottom", slice(6, 12))):
-            folder = root / f"site_{site}" / label
-            folder.mkdir(parents=True)
-            for index in range(10):
-                pixels = rng.integers(0, 60, (12, 12, 3), dtype=np.uint8)
-                pixels[rows] += 180
-                Image.fromarray(pixels).save(folder / f"{index}.{'png' if index % 2 else 'jpg'}")
-    return [str(root / f"site_{site}") for site in range(3)]
-
-
 @pytest.mark.parametrize("task", ["images", "diabetes"])
 def test_the_new_builtin_tasks_train_verify_and_reproduce(tmp_path: Path, task: str) -> None:
     where = []
     if task == "images":
-        dirs = f"task.dirs=[{','.join(image_folders(tmp_path / 'data'))}]"
+        dirs = f"task.dirs=[{','.join(write_image_folders(tmp_path / 'data', per_class=10))}]"
         args, where = ["task=images", dirs, "task.size=12", "quorum=2", "num_validators=2",
                        "attestation_threshold=2"], [dirs]
     else:

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from fl_chain import protocol
-from fl_chain.chain.chain import Chain
 from fl_chain.chain.embedded import EmbeddedChain
 from fl_chain.chain.federation import ExclusionReason, FederationParameters, RoundStatus
 from fl_chain.consortium import SimulatedConsortium
@@ -31,7 +30,7 @@ def found(directory: Path, seed: int = 7) -> tuple[Federation, SimulatedConsorti
     store = LocalStore(directory / "store")
     genesis = protocol.publish_genesis_model(store, model(0))
     parameters = FederationParameters(hashlib.sha256(b"protocol test").digest(), 0, 3, 600, 2)
-    ledger = consortium.found(Chain(embedded.web3, backend="embedded"), parameters, genesis)
+    ledger = consortium.found(embedded.connect(), parameters, genesis)
     return Federation(ledger, store), consortium
 
 

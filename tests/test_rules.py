@@ -13,7 +13,6 @@ import pytest
 
 from aggregator.config import compose_experiment
 from fl_chain.aggregation import WeightedUpdate, federated_average
-from fl_chain.chain.chain import Chain
 from fl_chain.chain.embedded import EmbeddedChain
 from fl_chain.chain.federation import parameters_for
 from fl_chain.chain.ledger import Ledger
@@ -49,7 +48,7 @@ def test_fedprox_is_a_training_option_recorded_as_fedavg() -> None:
 def test_every_role_takes_the_rule_the_federation_records(tmp_path: Path, consortium: Consortium, code: int) -> None:
     """Whatever a local config says, the rule is read from the contract's parameters."""
     embedded = EmbeddedChain.create(tmp_path / "ledger", funded=[consortium.admin.address])
-    chain = Chain(embedded.web3, backend="embedded", increase_time=embedded.increase_time)
+    chain = embedded.connect()
     parameters = dataclasses.replace(parameters_for(compose_experiment([])), aggregation_rule=code)
     ledger = Ledger.deploy(chain, consortium.admin.account, parameters, genesis_cid())
     federation = Federation(ledger, LocalStore(tmp_path / "store"))

@@ -127,6 +127,26 @@ def test_bad_image_folders_are_one_clear_error(tmp_path: Path, damage: str) -> N
         load_image_folders(dirs, size=8, channels=3, seed=0)
 
 
+def test_declared_classes_fix_the_vocabulary_and_refuse_a_folder_outside_it(tmp_path: Path) -> None:
+    dirs = write_image_folders(tmp_path, sites=2)
+    declared = load_image_folders(dirs, size=8, channels=3, seed=0, classes=["top", "bottom", "middle"])
+    assert declared.class_names == ("top", "bottom", "middle") and declared.num_classes == 3
+    assert set(declared.participants[0].train_y.tolist()) <= {0, 1}  # indices follow the declared order
+    with pytest.raises(DataError, match=r"site_0 has class sub-folders \['top'\] that task.classes \['bottom'"):
+        load_image_folders(dirs, size=8, channels=3, seed=0, classes=["bottom", "left"])
+    with pytest.raises(UsageError, match="task.classes must list at least 2 distinct class names"):
+        load_image_folders(dirs, size=8, channels=3, seed=0, classes=["top", "top"])
+
+
+def test_a_task_that_declares_its_classes_makes_its_genesis_model_without_any_image(tmp_path: Path) -> None:
+    """A deployment's images are at the sites: the deployer has none, yet makes the same model."""
+    settings = {"size": 8, "channels": 3, **TRAINING}
+    declared = open_task(experiment(name="images", dirs=[], classes=["bottom", "top"], **settings))
+    found = open_task(experiment(name="images", dirs=write_image_folders(tmp_path), **settings))
+    weights, expected = declared.initial_weights(RUN), found.initial_weights(RUN)
+    assert all(np.array_equal(weights[name], expected[name]) for name in expected)
+
+
 def test_a_linked_image_outside_the_folder_is_not_read(tmp_path: Path) -> None:
     dirs = write_image_folders(tmp_path, sites=2)
     (Path(dirs[0]) / "top" / "elsewhere.png").symlink_to(Path(dirs[1]) / "top" / "1.png")

@@ -60,7 +60,7 @@ def measure_gas(batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES) -> GasFigures:
     participants = [Identity.derive("gas-bench", f"participant-{i}") for i in range(max(batch_sizes) + 1)]
     embedded = EmbeddedChain.create(funded=[admin.address, aggregator.address, validator.address,
                                             participants[-1].address])
-    chain = Chain(embedded.web3, backend="embedded")
+    chain = embedded.connect()
     genesis = cid_of(b"gas benchmark genesis model")
     parameters = FederationParameters(b"\x00" * 32, 0, 1, 3600, 1)
     ledger = Ledger.deploy(chain, admin.account, parameters, genesis)

@@ -241,7 +241,7 @@ def measure_round(participants: int, validators: int, directory: Path, say: Prog
         say(f"scale: {participants} participants: deriving keys, founding the federation")
         consortium = SimulatedConsortium.create(SEED, participants, validators, seed_accounts=True)
         embedded = EmbeddedChain.create(funded=consortium.transacting_addresses)
-        chain = Chain(embedded.web3, backend="embedded")
+        chain = embedded.connect()
         store = LocalStore(directory)
         base = small_model()
         genesis = protocol.publish_genesis_model(store, base)

@@ -11,10 +11,15 @@ chain, both for reproducibility:
 
 Block timestamps follow the wall clock (deadlines mean real seconds), shifted by
 `increase_time` for tests; the journal keeps each block's timestamp for replay.
+
+py-evm is not thread-safe, yet the process that owns the chain uses it while the HTTP
+bridge serves it to other processes from a thread: every request and clock change holds
+the chain's lock.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -40,6 +45,7 @@ from web3.providers.eth_tester import EthereumTesterProvider
 from web3.providers.eth_tester.defaults import API_ENDPOINTS
 
 from fl_chain.chain.artifacts import FEDERATION
+from fl_chain.chain.chain import Chain
 from fl_chain.chain.journal import BlockJournal, BlockRecord, Genesis, JournalError
 
 DEFAULT_CHAIN_ID = 1337
@@ -217,9 +223,14 @@ class _EmbeddedProvider(EthereumTesterProvider):
     """Answers a revert the way a JSON-RPC node does (code 3 + revert data), so web3
     raises the same ContractLogicError for the embedded chain as for anvil or Geth."""
 
+    def __init__(self, tester: EthereumTester, api_endpoints: Any, lock: threading.RLock) -> None:
+        super().__init__(tester, api_endpoints=api_endpoints)
+        self.lock = lock
+
     def make_request(self, method: Any, params: Any) -> Any:
         try:
-            return super().make_request(method, params)
+            with self.lock:
+                return super().make_request(method, params)
         except _Reverted as reverted:
             return {
                 "id": 0,
@@ -253,12 +264,13 @@ class EmbeddedChain:
         self.genesis = genesis
         self.journal = journal
         self._time_offset = 0
+        self._lock = threading.RLock()
         self._backend = _JournaledBackend(genesis, self._record, self._now, same_second_blocks)
         endpoints = dict(API_ENDPOINTS)
         endpoints["eth"] = {**API_ENDPOINTS["eth"], "chainId": lambda *_: genesis.chain_id}
         for name in ("call", "estimateGas"):
             endpoints["eth"][name] = _reverts_as_rpc_errors(endpoints["eth"][name])
-        provider = _EmbeddedProvider(EthereumTester(backend=self._backend), api_endpoints=endpoints)
+        provider = _EmbeddedProvider(EthereumTester(backend=self._backend), endpoints, self._lock)
         self.web3 = Web3(provider)
         # eth-tester needs a funded sender even for read-only calls
         self.web3.eth.default_account = READER
@@ -301,10 +313,15 @@ class EmbeddedChain:
         this EVM made of it (hashes are this chain's own)."""
         return self._backend.replay(record)
 
+    def connect(self) -> Chain:
+        """This process's connection: direct, with control of the clock."""
+        return Chain(self.web3, backend="embedded", increase_time=self.increase_time)
+
     def increase_time(self, seconds: int) -> None:
         """Moves this chain's clock forward (tests of deadlines)."""
-        self._time_offset += int(seconds)
-        self._backend.restamp()
+        with self._lock:
+            self._time_offset += int(seconds)
+            self._backend.restamp()
 
     @property
     def block_number(self) -> int:

@@ -17,7 +17,6 @@ from typing import Any
 
 from eth_utils import is_address, to_checksum_address
 
-from fl_chain.chain import rpc
 from fl_chain.chain.artifacts import FEDERATION
 from fl_chain.chain.chain import Chain
 from fl_chain.chain.errors import FederationMismatch, WrongChain
@@ -135,13 +134,6 @@ def describe(ledger: Ledger, genesis_model: Cid, deployed_block: int | None) -> 
         admin=ledger.admin(),
         deployed_block=deployed_block,
     )
-
-
-def attach_over_rpc(path: Path, url: str) -> tuple[FederationFile, Ledger]:
-    """The federation file at `path` and its federation on the node at `url`, checked."""
-    federation = FederationFile.read(path)
-    chain = rpc.connect(url, expected_chain_id=federation.chain_id)
-    return federation, federation.attach(chain)
 
 
 def _integer(value: Any, key: str) -> int:

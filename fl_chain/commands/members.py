@@ -24,8 +24,9 @@ from eth_utils import is_address, to_checksum_address
 
 from fl_chain.chain.accounts import DEFAULT_PASSWORD_ENV, unlock_keystore
 from fl_chain.chain.federation import Member, Role
-from fl_chain.chain.federation_file import attach_over_rpc
+from fl_chain.chain.federation_file import FederationFile
 from fl_chain.chain.ledger import Ledger
+from fl_chain.chain.opening import attach_federation
 from fl_chain.envelope import is_usable_recipient
 from fl_chain.errors import UsageError
 from fl_chain.jsonfiles import read_json
@@ -80,7 +81,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def handle_list(args: argparse.Namespace) -> int:
-    _, ledger = attach_over_rpc(args.federation, args.url)
+    ledger = attach_federation(FederationFile.read(args.federation), args.url)
     members = ledger.members()
     if args.json:
         print(json.dumps([member_json(member) for member in members], indent=1))
@@ -182,7 +183,7 @@ def _as_admin(args: argparse.Namespace) -> tuple[Ledger, LocalAccount]:
     """The federation and the admin's account, after checking the keystore's account is the admin."""
     account = unlock_keystore(args.keystore, password_env=args.password_env or DEFAULT_PASSWORD_ENV,
                               password_file=args.password_file)
-    _, ledger = attach_over_rpc(args.federation, args.url)
+    ledger = attach_federation(FederationFile.read(args.federation), args.url)
     admin = ledger.admin()
     if account.address != admin:
         raise UsageError(f"the keystore {args.keystore} holds {account.address}, "

@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from fl_chain.chain.federation import FederationParameters, Member, RoundState, RoundStatus
-from fl_chain.chain.federation_file import attach_over_rpc
+from fl_chain.chain.federation_file import FederationFile
 from fl_chain.chain.ledger import Ledger
+from fl_chain.chain.opening import attach_federation
 from fl_chain.commands.members import member_json, members_table, table
 from fl_chain.rules import RULES
 from fl_chain.storage.cid import Cid
@@ -34,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def handle(args: argparse.Namespace) -> int:
-    _, ledger = attach_over_rpc(args.federation, args.url)
+    ledger = attach_federation(FederationFile.read(args.federation), args.url)
     status = FederationStatus.read(ledger)
     print(json.dumps(status.to_json(), indent=1) if args.json else status.render())
     return 0

@@ -34,8 +34,9 @@ from fl_chain.chain.ledger import Ledger
 from fl_chain.errors import FlChainError, UsageError, printable
 from fl_chain.jsonfiles import parse_json
 from fl_chain.keyfile import read_key_file
+from fl_chain.privacy import SEALED, PrivacyMode, mode_of
 from fl_chain.protocol import Federation
-from fl_chain.rundir import check_regular, open_run_dir, read_run_file
+from fl_chain.rundir import check_regular, open_run_dir, read_run_config, read_run_file
 from fl_chain.storage.blockstore import ContentStore, LocalStore
 from fl_chain.storage.ipfs import IpfsStore
 from fl_chain.verify.audit import audit
@@ -85,7 +86,7 @@ def _open(args: argparse.Namespace, findings: Findings) -> tuple[Federation, Pat
         ledger = Ledger.attach(rpc.connect(args.rpc), args.contract)
         _check_signatures(ledger, findings)
         run_dir = open_run_dir(args.run_dir, needs=()) if args.run_dir else None
-        return Federation(ledger, _store(args, None)), run_dir
+        return Federation(ledger, _store(args, None), _privacy_of(run_dir)), run_dir
     if args.run_dir is None:
         raise UsageError("name a run directory, or a live chain with --rpc URL --contract ADDRESS --store DIR")
     run_dir = open_run_dir(args.run_dir, needs=("federation.json",))
@@ -94,7 +95,19 @@ def _open(args: argparse.Namespace, findings: Findings) -> tuple[Federation, Pat
     if not bytes(chain.web3.eth.get_code(address)):
         raise UsageError(f"the chain in {run_dir} holds no contract at {address}: federation.json and the chain's "
                          "records come from different runs")
-    return Federation(Ledger.attach(chain, address), _store(args, run_dir)), run_dir
+    return Federation(Ledger.attach(chain, address), _store(args, run_dir), _privacy_of(run_dir)), run_dir
+
+
+def _privacy_of(run_dir: Path | None) -> PrivacyMode:
+    """The mode the run's config names, to open its updates with; the audit checks that
+    config against the federation's task hash. Without a readable config: `sealed`."""
+    if run_dir is None or not os.path.lexists(run_dir / "config.yaml"):
+        return SEALED
+    try:
+        config = read_run_config(run_dir)
+    except FlChainError:  # the audit reports it
+        return SEALED
+    return mode_of(config)
 
 
 MAX_FEDERATION_FILE = 16 << 20  # a federation file lists its members: kilobytes, megabytes for a very large one
@@ -128,7 +141,7 @@ def _replayed_chain(run_dir: Path, findings: Findings, gas_budget: int) -> Chain
                 findings.failed("chain journal re-executes", str(mismatch))
             if not mismatches:
                 findings.passed("chain journal re-executes")
-            return Chain(replayed.web3, backend="embedded")
+            return replayed.connect()
         if (run_dir / HISTORY_FILE).is_file():
             history = replay_history(run_dir / HISTORY_FILE, gas_budget)
             findings.passed("chain history re-executes")
@@ -136,7 +149,7 @@ def _replayed_chain(run_dir: Path, findings: Findings, gas_budget: int) -> Chain
                 findings.failed("every transaction signed by its sender", problem)
             if not history.unsigned:
                 findings.passed("every transaction signed by its sender")
-            return Chain(history.chain.web3, backend="embedded")
+            return history.chain.connect()
     except (FlChainError, OSError, ValueError, KeyError, TypeError) as error:
         raise UsageError(f"the chain records in {run_dir} cannot be re-executed: {printable(error)}") from None
     raise UsageError(f"{run_dir} holds no chain records (ledger/ or {HISTORY_FILE}): it ran on a live chain, verify "

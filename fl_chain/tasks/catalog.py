@@ -17,10 +17,11 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from fl_chain.data.builtin import BUILTIN_TASKS, load_builtin
-from fl_chain.data.dataset import FederatedDataset
+from fl_chain.data.dataset import FederatedDataset, ParticipantData
 from fl_chain.errors import UsageError
 from fl_chain.settings import TrainingSettings
 from fl_chain.task import RunShape, Task, named_code
@@ -62,15 +63,33 @@ class TableSource:
 
 @dataclass(frozen=True)
 class ImageSource:
+    """Image folders: `dirs` in a simulation; in a deployment (`dirs` empty) each site's
+    own `data-dir`, against the `classes` the federation declares."""
+
     dirs: tuple[str, ...]
     size: int
     channels: int
+    classes: tuple[str, ...] | None = None
 
     def __call__(self, run: RunShape, test_fraction: float) -> FederatedDataset:
         from fl_chain.data.images import load_image_folders
 
         return load_image_folders(self.dirs, size=self.size, channels=self.channels, seed=run.seed,
-                                  test_fraction=test_fraction)
+                                  test_fraction=test_fraction, classes=self.classes)
+
+    def declared_shape(self) -> tuple[tuple[int, ...], int] | None:
+        """The model's input shape and class count, if the config says them (no image read)."""
+        return ((self.channels, self.size, self.size), len(self.classes)) if self.classes else None
+
+    def site_data(self, folder: Path, *, index: int, seed: int, test_fraction: float) -> ParticipantData:
+        """A deployed site's own folder, as participant `index`."""
+        from fl_chain.data.images import load_image_folder
+
+        if self.classes is None:
+            raise UsageError("a deployed images federation must declare its classes (each site sees only its own "
+                             "folder): task.classes=[benign,malignant]")
+        return load_image_folder(folder, classes=self.classes, size=self.size, channels=self.channels, seed=seed,
+                                 index=index, test_fraction=test_fraction)
 
 
 def open_task(experiment: Mapping[str, Any]) -> Task:
@@ -104,6 +123,10 @@ def check_task(experiment: Mapping[str, Any]) -> None:
                          "task._target_=my_pkg.MyTask")
     training_settings(task)
     check_test_fraction(task.get("test_fraction", 0.2))
+    if task.get("name") == "images":
+        from fl_chain.data.images import check_image_settings
+
+        check_image_settings(task.get("size", 32), task.get("channels", 3), _classes(task))
 
 
 def training_settings(task: Mapping[str, Any]) -> TrainingSettings:
@@ -143,7 +166,7 @@ def _open(task_json: str, proximal_mu: float) -> Task:
                              tuple(config["features"]) if config.get("features") else None)
     elif name == "images":
         source = ImageSource(_paths(config.get("dirs"), "task.dirs", "site_a,site_b"), _int(config, "size", 32),
-                             _int(config, "channels", 3))
+                             _int(config, "channels", 3), _classes(config))
     else:
         raise UsageError(f"unknown task {name!r}; choose one of {TASK_NAMES}, or name a class: "
                          "task._target_=my_pkg.MyTask")
@@ -170,10 +193,15 @@ def _instantiate(config: dict[str, Any], proximal_mu: float) -> Task:
         raise UsageError(f"task._target_ {target} failed: {type(error).__name__}: {error}") from None
 
 
-def _paths(value: object, key: str, example: str) -> tuple[str, ...]:
+def _paths(value: object, key: str, example: str, what: str = "paths") -> tuple[str, ...]:
     if not isinstance(value, Sequence) or isinstance(value, str) or not all(isinstance(v, str) for v in value):
-        raise UsageError(f"{key} must be a list of paths, e.g. {key}=[{example}], got {value!r}")
+        raise UsageError(f"{key} must be a list of {what}, e.g. {key}=[{example}], got {value!r}")
     return tuple(value)
+
+
+def _classes(config: Mapping[str, Any]) -> tuple[str, ...] | None:
+    classes = config.get("classes")
+    return _paths(classes, "task.classes", "benign,malignant", "names") if classes is not None else None
 
 
 def _int(config: Mapping[str, Any], key: str, default: int) -> int:

@@ -30,6 +30,8 @@ from fl_chain.tasks.models import build_model, load_weights, model_weights
 from fl_chain.tasks.objectives import Classification, Objective
 from fl_chain.tasks.training import fit, predict
 
+# Loads every participant's split; a source may also say `declared_shape()` (input shape,
+# class count) when its config fixes them, so the genesis model needs no data.
 DataSource = Callable[[RunShape, float], FederatedDataset]
 
 
@@ -74,8 +76,12 @@ class SupervisedTask(Task):
         return data.split.examples
 
     def initial_weights(self, run: RunShape) -> dict[str, np.ndarray]:
-        dataset = self.dataset(run)
-        return model_weights(self.model(dataset.input_shape, dataset.num_classes, run.seed))
+        declared = getattr(self.source, "declared_shape", lambda: None)()  # a deployment's data is at the sites
+        if declared is None:
+            dataset = self.dataset(run)
+            declared = dataset.input_shape, dataset.num_classes
+        input_shape, num_classes = declared
+        return model_weights(self.model(input_shape, num_classes, run.seed))
 
     def train(self, weights: Weights, data: ArrayData, *, seed: int) -> Trained:
         if data.split.examples == 0:

@@ -48,7 +48,7 @@ from fl_chain.chain.federation import (
 from fl_chain.chain.history import Event, read_history
 from fl_chain.chain.ledger import bitmap_indices
 from fl_chain.codec import decode_model
-from fl_chain.envelope import is_usable_recipient, read_header
+from fl_chain.envelope import is_usable_recipient
 from fl_chain.errors import FlChainError, printable
 from fl_chain.identity import Identity
 from fl_chain.jsonfiles import parse_json
@@ -514,7 +514,7 @@ def _check_blob(federation: Federation, number: int, line: CommitmentLine, cap: 
 def _header_against_commitment(federation: Federation, number: int, line: CommitmentLine,
                                blob: bytes) -> tuple[tuple[object, ...], tuple[object, ...]]:
     """(federation, chain, round, sender, examples) as committed, and as the clear header says."""
-    header = read_header(blob)
+    header = federation.privacy.read_header(blob)
     expected = (federation.address, federation.chain_id, number, line.participant, line.examples)
     return expected, (header.federation, header.chain_id, header.round, header.sender, header.examples)
 
@@ -638,7 +638,7 @@ def _reaggregate(federation: Federation, lineage: RoundLineage, keys: list[Openi
     except FlChainError as unknown:
         findings.failed("re-aggregation", str(unknown), round=number)
         return
-    recomputed = cid_of(encode_global_model(federation, number, rule.aggregate(valid)))
+    recomputed = cid_of(encode_global_model(federation, number, federation.privacy.combine(rule, valid)))
     matches = findings.expect("re-aggregation", str(lineage.global_model), str(recomputed),
                               f"{rule.description} (rule {rule.code}, as the federation records)", round=number)
     for validator, cid in lineage.dissents:

@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 
 from fl_chain import protocol
-from fl_chain.chain.chain import Chain
 from fl_chain.chain.embedded import EmbeddedChain
 from fl_chain.chain.federation import FederationParameters
 from fl_chain.consortium import SimulatedConsortium
@@ -107,7 +106,7 @@ def found_cast(directory: Path, *, quorum: int = 3, threshold: int = 2, committe
     genesis = protocol.publish_genesis_model(store, genesis_model())
     parameters = FederationParameters(b"\x01" * 32, 0, quorum, 600, threshold, committee_size, 1000, max_update_norm,
                                       commit_grace)
-    chain = Chain(embedded.web3, backend="embedded", increase_time=embedded.increase_time)
+    chain = embedded.connect()
     exact = caps or [len(local_data(i)[1]) for i in range(PARTICIPANTS)]
     federation = Federation(consortium.found(chain, parameters, genesis, exact), store)
     cast = Cast(federation, consortium, embedded, directory)
