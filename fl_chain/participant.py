@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,6 +62,9 @@ class ParticipantRole:
     # it on disk: its ClientApp lives for one message)
     answered: MutableMapping[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
     evaluated: dict[tuple[int, str], dict[str, Any]] = field(default_factory=dict)  # by (round, model)
+    # the round's recipients, for a process playing many participants that reads them once
+    # (they are the chain's as of the round's opening block: the same for every participant)
+    recipients: Callable[[Ticket], Sequence[bytes]] | None = None
 
     def train(self, payload: Mapping[str, Any]) -> dict[str, Any]:
         """Fetch the announced model (checked against the chain), train, seal, store, sign."""
@@ -73,8 +76,9 @@ class ParticipantRole:
             base = protocol.fetch_global_model(self.federation, ticket)
         with stopwatch("train"):
             trained = self.train_fn(base, ticket)
+        recipients = self.recipients(ticket) if self.recipients is not None else None
         signed = protocol.commit_update(self.federation, self.identity(), ticket, trained.tensors, trained.examples,
-                                        stopwatch)
+                                        stopwatch, recipients)
         if self.watch is not None:
             self.watch(signed)
         size = self.federation.store.declared_size(signed.commitment.cid)
@@ -105,12 +109,13 @@ class ParticipantRole:
         what = "the evaluation request"
         round_number, announced = read_int(payload, "round", what, 1), read_cid(payload, "model", what)
         start = time.perf_counter()
-        finalized = self.federation.ledger.round(round_number).global_model
-        if announced != finalized:
-            raise ProtocolError(f"asked to evaluate {announced}, but round {round_number} finalized {finalized}")
+        state = self.federation.ledger.round(round_number)
+        if announced != state.global_model:
+            raise ProtocolError(f"asked to evaluate {announced}, but round {round_number} finalized "
+                                f"{state.global_model}")
         if (round_number, str(announced)) in self.evaluated:
             return self.evaluated[(round_number, str(announced))]
-        base = protocol.load_model(self.federation.store, self.federation.ledger.round(round_number).base)
+        base = protocol.load_model(self.federation.store, state.base)
         evaluated = self.evaluate_fn(protocol.load_model(self.federation.store, announced, protocol.model_cap(base)))
         evaluation = Evaluation.sign(self.identity().account, self.federation.address, self.federation.chain_id,
                                      round_number, announced, evaluated.metrics, evaluated.examples)

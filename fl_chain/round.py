@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from fl_chain import protocol
@@ -68,6 +69,8 @@ class RoundCoordinator:
         self._signed: dict[str, dict[str, float]] = {}  # each participant's signed evaluation
         self._evaluations: list[Evaluation] = []
         self._attest_gas = 0
+        self.seconds: dict[str, float] = {}  # what the last round spent, stage by stage: seconds
+        self.gas: dict[str, int] = {}  # and gas, of the transactions this process sent
 
     @property
     def ledger(self) -> Ledger:
@@ -91,6 +94,7 @@ class RoundCoordinator:
         stopwatch = Stopwatch()
         gas_before = self.ledger.chain.gas_used
         self._exclusions, self._metrics, self._signed, self._evaluations, self._attest_gas = [], {}, {}, [], 0
+        self.gas = {}
         resumed = self.ledger.round(round_number).status != RoundStatus.NONE
         with stopwatch("total"):
             state = self._settle(round_number, stopwatch)
@@ -112,6 +116,7 @@ class RoundCoordinator:
         self._record_participants(round_number)
         self.runlog.evaluations(self._evaluations)
         self.runlog.round(summary, stopwatch.seconds)
+        self.seconds = dict(stopwatch.seconds)
         shown = shown_figures(evaluation)
         retried = f", attempt {state.attempt}" if state.attempt > 1 else ""
         self.progress.done(round_number, f"{state.included}/{state.commitments} updates, model "
@@ -130,7 +135,7 @@ class RoundCoordinator:
                     raise ProtocolError(f"round {round_number} failed {failures} attempts in a row (max_attempts "
                                         f"{self.plan.max_attempts})")
                 self.progress.stage(round_number, "opening on chain")
-                with stopwatch("open_round"):
+                with self._stage(stopwatch, "open_round"):
                     protocol.open_round(self.federation, self.aggregator, round_number)
                 self.checkpoint(round_number, "opened")
                 continue
@@ -189,7 +194,7 @@ class RoundCoordinator:
         committed = set(self.ledger.committed(ticket.round))
         fresh = [receipt.signed for receipt in receipts if receipt.commitment.participant not in committed]
         self.progress.stage(ticket.round, f"relaying {len(fresh)} commitments")
-        with stopwatch("relay"):
+        with self._stage(stopwatch, "relay"):
             outcome = protocol.relay(self.federation, self.aggregator, fresh)
         if outcome is not None:
             for participant, reason in outcome.refused:
@@ -219,9 +224,8 @@ class RoundCoordinator:
         round_number = ticket.round
         rules = protocol.UpdateRules.for_round(self.federation, round_number)
         self.progress.stage(round_number, "collecting updates by their on-chain CIDs")
-        with stopwatch("collect"):
-            collected = protocol.collect(self.federation, self.aggregator.x25519_private, round_number, rules,
-                                         stopwatch=stopwatch)
+        with self._stage(stopwatch, "collect"):
+            collected = self.collect(round_number, rules, stopwatch)
         for exclusion in collected.exclusions:
             self._exclude(exclusion.participant, exclusion.reason)
         if len(collected.updates) < self.plan.quorum:
@@ -231,17 +235,23 @@ class RoundCoordinator:
             protocol.finalize(self.federation, self.aggregator, round_number, ticket.base, collected)
             return False
         self.progress.stage(round_number, f"aggregating {len(collected.updates)} updates")
-        with stopwatch("aggregate"):
+        with self._stage(stopwatch, "aggregate"):
             _, global_model = protocol.aggregate(self.federation, round_number, collected)
         self.checkpoint(round_number, "stored")
         self.progress.stage(round_number, "finalizing on chain")
-        with stopwatch("finalize"):
+        with self._stage(stopwatch, "finalize"):
             status = protocol.finalize(self.federation, self.aggregator, round_number, global_model, collected)
         for participant, reason in self.ledger.exclusions(round_number):
             if reason == ExclusionReason.LATE:
                 self._exclude(participant, reason.explain(participant, round_number))
         self.checkpoint(round_number, "finalized")
         return status == RoundStatus.FINALIZED
+
+    def collect(self, round_number: int, rules: protocol.UpdateRules, stopwatch: Stopwatch) -> protocol.CollectedUpdates:
+        """The updates the chain says were committed, each opened and judged (or excluded
+        with its reason): what the round aggregates and the contract accounts for."""
+        return protocol.collect(self.federation, self.aggregator.x25519_private, round_number, rules,
+                                stopwatch=stopwatch)
 
     # ------------------------------------------------------------ finalized -> accepted
 
@@ -251,11 +261,11 @@ class RoundCoordinator:
         round_number = state.round
         assert state.global_model is not None
         self.progress.stage(round_number, "validators attesting, participants evaluating")
-        with stopwatch("attest_evaluate"):
+        with self._stage(stopwatch, "attest_evaluate"):
             pending = self._pending_committee(round_number)
             requests = [Request(v, ATTEST, {"round": round_number}, self._attest_inputs(state)) for v in pending]
             evaluate = {"round": round_number, "model": str(state.global_model)}
-            requests += [Request(p, EVALUATE, evaluate, (state.global_model,)) for p in self.transport.participants()]
+            requests += [Request(p, EVALUATE, evaluate, (state.global_model,)) for p in self._participants()]
             self._read_replies(self.transport.send(requests, self.plan.reply_timeout), state.global_model)
             state = self.ledger.round(round_number)
             if state.status == RoundStatus.FINALIZED and state.dissents == 0 and (again := self._pending_committee(
@@ -316,6 +326,14 @@ class RoundCoordinator:
 
     # ------------------------------------------------------------ helpers
 
+    @contextmanager
+    def _stage(self, stopwatch: Stopwatch, stage: str) -> Iterator[None]:
+        """Times a stage of the round and counts the gas this process spends in it."""
+        before = self.ledger.chain.gas_used
+        with stopwatch(stage):
+            yield
+        self.gas[stage] = self.gas.get(stage, 0) + self.ledger.chain.gas_used - before
+
     def _validators(self) -> list[str]:
         reached = set(self.transport.participants())
         aggregator = self.ledger.aggregator()
@@ -323,9 +341,16 @@ class RoundCoordinator:
                        if m.active and Role.VALIDATOR in m.roles and m.address in reached and m.address != aggregator),
                       key=lambda address: int(address, 16))
 
+    def _participants(self) -> list[str]:
+        """Active participants this transport reaches (a member that only validates holds no data)."""
+        reached = set(self.transport.participants())
+        return sorted((m.address for m in self.ledger.members()
+                       if m.active and Role.PARTICIPANT in m.roles and m.address in reached),
+                      key=lambda address: int(address, 16))
+
     def _sample(self, round_number: int) -> list[str]:
         """The participants asked to train in a round: seeded, over addresses, the same in every attempt."""
-        addresses = sorted(self.transport.participants(), key=lambda address: int(address, 16))
+        addresses = self._participants()
         count = max(self.plan.quorum, round(len(addresses) * self.plan.fraction_train))
         return random.Random(f"{self.plan.seed}/train/{round_number}").sample(addresses, min(count, len(addresses)))
 

@@ -1,19 +1,22 @@
-"""Faulty participants and a censoring aggregator, through the protocol module on a real chain and store.
+"""Faulty participants and a censoring aggregator, on a real chain and store, each round
+driven by the round coordinator over the in-process transport (as a Flower run drives it).
 
 Each fault is one round in which one of five participants misbehaves: the round still
 finalizes with the others, the chain records why that update was left out (an Excluded
-event, or UnverifiedEntrySkipped for a signature that is not its claimed signer's),
-validators accept the round, and `fl_chain.verify` confirms the recorded reason; an
-aggregator that excludes a valid update is caught by the validators, who dissent, and by
-the verifier holding an opening key.
+event; a receipt whose signature is not its sender's is never relayed), validators accept
+the round, and `fl_chain.verify` confirms the recorded reason; an aggregator that excludes
+a valid update is caught by the validators, who dissent, and by the verifier holding an
+opening key.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Callable
+import io
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -22,19 +25,26 @@ from fl_chain import protocol
 from fl_chain.chain.chain import Chain
 from fl_chain.chain.commitment import SignedCommitment
 from fl_chain.chain.embedded import EmbeddedChain
-from fl_chain.chain.federation import ExclusionReason, FederationParameters, Refusal, Role, RoundStatus
+from fl_chain.chain.federation import ExclusionReason, FederationParameters, Role, RoundStatus
 from fl_chain.chain.history import Event
 from fl_chain.chain.ledger import Ledger
 from fl_chain.codec import encode_model, schema_hash
 from fl_chain.envelope import UpdateHeader, seal_encoded
 from fl_chain.errors import BlobNotFound, UsageError
 from fl_chain.identity import Identity
+from fl_chain.inprocess import InProcessTransport
 from fl_chain.keyfile import OpeningKey
-from fl_chain.messages import Ticket
-from fl_chain.protocol import CollectedUpdates, Exclusion, Federation
+from fl_chain.messages import Receipt, Ticket
+from fl_chain.participant import ParticipantRole
+from fl_chain.progress import Progress
+from fl_chain.protocol import CollectedUpdates, Exclusion, Federation, ProtocolError
+from fl_chain.round import RoundCoordinator, RoundPlan
+from fl_chain.runlog import RunLog
 from fl_chain.storage.blockstore import LocalStore
 from fl_chain.storage.cid import Cid
 from fl_chain.storage.dag import MAX_BLOB_BYTES
+from fl_chain.task import Evaluated, Trained
+from fl_chain.timing import Stopwatch
 from fl_chain.verify import audit as audit_module
 from fl_chain.verify.audit import Audit, audit
 from fl_chain.verify.findings import Finding, Status
@@ -42,7 +52,6 @@ from fl_chain.verify.render import text_report
 
 from conftest import Consortium
 
-QUICK = protocol.FetchRetries(attempts=3, first_delay=0.01, max_delay=0.02)
 FAULTY = 2
 OUTSIDER = Identity.derive(b"fl-chain tests", "outsider").address  # conftest's outsider: never a member
 Tensors = dict[str, np.ndarray]
@@ -100,25 +109,64 @@ def honest(federation: Federation, participant: Identity, ticket: Ticket, tensor
 Verdicts = Callable[[CollectedUpdates], CollectedUpdates]
 
 
+class Participant:
+    """Trains like every participant here (the base plus 0.1·(i+1), 10·(i+1) examples) and
+    commits with `commit`, honest or faulty; evaluates and attests as the honest role does."""
+
+    def __init__(self, federation: Federation, identity: Identity, index: int, commit: Commit) -> None:
+        self.federation, self.identity, self.index, self.commit = federation, identity, index, commit
+        self.role = ParticipantRole(federation, lambda: identity, self._unused, lambda _: Evaluated({"loss": 0.0}, 10))
+
+    @staticmethod
+    def _unused(base: Tensors, ticket: Ticket) -> Trained:
+        raise AssertionError("training goes through `train`, with its commit")
+
+    def train(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        ticket = Ticket.from_record(payload)
+        base = protocol.fetch_global_model(self.federation, ticket)
+        trained = {name: value + np.float32(0.1 * (self.index + 1)) for name, value in base.items()}
+        return {"receipt": Receipt(self.commit(self.federation, self.identity, ticket, trained,
+                                               10 * (self.index + 1))).to_record()}
+
+    def attest(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        return self.role.attest(payload)
+
+    def evaluate(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        return self.role.evaluate(payload)
+
+
+class Overruling(RoundCoordinator):
+    """The coordinator of an aggregator that has the last word on who is in (`verdicts`)."""
+
+    def __init__(self, *args: Any, verdicts: Verdicts, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.verdicts = verdicts
+
+    def collect(self, round_number: int, rules: protocol.UpdateRules, stopwatch: Stopwatch) -> CollectedUpdates:
+        return self.verdicts(super().collect(round_number, rules, stopwatch))
+
+
 def run_round(federation: Federation, consortium: Consortium, faults: dict[int, Commit],
-              verdicts: Verdicts = lambda collected: collected):  # type: ignore[no-untyped-def]
-    """One round: participants commit (some faultily), the aggregator relays, collects, lets
-    `verdicts` have the last word on who is in, aggregates and finalizes; two validators
-    judge it and attest what they find."""
-    ticket = protocol.open_round(federation, consortium.aggregator, 1)
-    base = protocol.fetch_global_model(federation, ticket)
-    receipts = []
-    for i, participant in enumerate(consortium.participants):
-        trained = {name: value + np.float32(0.1 * (i + 1)) for name, value in base.items()}
-        receipts.append(faults.get(i, honest)(federation, participant, ticket, trained, 10 * (i + 1)))
-    outcome = protocol.relay(federation, consortium.aggregator, receipts)
-    rules = protocol.UpdateRules.for_round(federation, ticket.round)
-    collected = verdicts(protocol.collect(federation, consortium.aggregator.x25519_private, 1, rules, retries=QUICK))
-    _, global_model = protocol.aggregate(federation, 1, collected)
-    protocol.finalize(federation, consortium.aggregator, 1, global_model, collected)
-    for validator in consortium.validators[:2]:
-        protocol.attest(federation, validator, 1, protocol.judge(federation, validator, 1, QUICK).model)
-    return outcome, collected
+              verdicts: Verdicts = lambda collected: collected) -> list[dict[str, str]]:
+    """One round driven by the round coordinator over the in-process transport: participants
+    commit (some faultily), the aggregator relays, collects, lets `verdicts` have the last
+    word on who is in, aggregates and finalizes; the validators judge it and attest what
+    they find. One attempt: a round that is not accepted stays as its attempt left it.
+    Returns the round's exclusions with their reasons (as summary.json records them)."""
+    responders: dict[str, Any] = {
+        p.address: Participant(federation, p, i, faults.get(i, honest)) for i, p in enumerate(consortium.participants)}
+    responders |= {v.address: ParticipantRole(federation, lambda v=v: v, Participant._unused, lambda _: None)
+                   for v in consortium.validators}
+    run_dir = federation.store.root.parent / "run"  # type: ignore[attr-defined]
+    run_dir.mkdir(exist_ok=True)
+    plan = RoundPlan(1, federation.ledger.parameters().quorum, 1.0, 60, seed=0, max_attempts=1, fast_forward=True)
+    coordinator = Overruling(federation, consortium.aggregator, plan, InProcessTransport(responders), RunLog(run_dir),
+                             Progress(1, io.StringIO()), verdicts=verdicts)
+    try:
+        coordinator.run_round(1)
+    except ProtocolError:
+        return []  # not accepted: the tests read what the chain recorded
+    return coordinator.runlog.rounds[-1].exclusions
 
 
 def opening_key(identity: Identity) -> OpeningKey:
@@ -223,7 +271,7 @@ def signed_for_another_round(federation, participant, ticket, tensors, examples)
 FAULTS = [
     pytest.param(flipped_in_store, ExclusionReason.UNAVAILABLE, "is corrupted: its stored bytes hash to",
                  Status.UNCHECKED, id="bytes flipped in the store"),
-    pytest.param(deleted_from_store, ExclusionReason.UNAVAILABLE, "is not in the store (gave up after 3 attempts",
+    pytest.param(deleted_from_store, ExclusionReason.UNAVAILABLE, "is not in the store (gave up after 4 attempts",
                  Status.UNCHECKED, id="blob deleted"),
     pytest.param(tampered_before_commit, ExclusionReason.UNDECRYPTABLE, "does not authenticate",
                  Status.UNCHECKED, id="tampered ciphertext"),
@@ -252,11 +300,10 @@ def test_a_faulty_update_is_excluded_with_its_reason_and_the_round_goes_on(
 ) -> None:
     federation = embedded(tmp_path, consortium)
     faulty = consortium.participants[FAULTY].address
-    _, collected = run_round(federation, consortium, {FAULTY: fault})
+    [exclusion] = run_round(federation, consortium, {FAULTY: fault})
 
-    [exclusion] = collected.exclusions
-    assert (exclusion.participant, exclusion.code) == (faulty, reason)
-    assert exclusion.reason.startswith(reason.explain(faulty, 1)) and says in exclusion.reason
+    assert exclusion["participant"] == faulty
+    assert exclusion["reason"].startswith(reason.explain(faulty, 1)) and says in exclusion["reason"]
     assert federation.ledger.exclusions(1) == [(faulty, reason)]
     state = federation.ledger.round(1)
     assert (state.status, state.included, state.commitments) == (RoundStatus.ACCEPTED, 4, 5)
@@ -281,9 +328,8 @@ def test_a_blob_that_appears_after_two_failed_fetches_is_included(tmp_path: Path
         return signed
 
     federation = embedded(tmp_path, consortium, store)
-    _, collected = run_round(federation, consortium, {FAULTY: late})
-    assert collected.exclusions == ()
-    assert len(collected.included) == 5
+    assert run_round(federation, consortium, {FAULTY: late}) == []
+    assert federation.ledger.round(1).included == 5
     late_cid = federation.ledger.commitments(1)[FAULTY].cid
     assert store.failures[late_cid] == 0
     assert store.fetches[late_cid] >= 3  # two failures, then the aggregator's successful fetch
@@ -306,13 +352,15 @@ def test_a_replayed_signature_is_refused_and_a_nan_update_is_excluded_on_chain(
 ) -> None:
     federation = found(chain, consortium, LocalStore(tmp_path / "store"))
     replayer, poisoner = consortium.participants[1].address, consortium.participants[3].address
-    outcome, collected = run_round(federation, consortium, {1: signed_for_another_round, 3: not_a_number})
+    exclusions = run_round(federation, consortium, {1: signed_for_another_round, 3: not_a_number})
 
-    assert outcome.refused == ((replayer, Refusal.BAD_SIGNATURE),)  # from the UnverifiedEntrySkipped event
-    explanation = Refusal.BAD_SIGNATURE.explain(replayer, 1)
-    assert replayer in explanation and "for another round" in explanation and "says nothing about" in explanation
+    # the aggregator checks each receipt's signature before relaying it (the contract would
+    # refuse it too: tests/test_federation_contract.py)
+    said = {exclusion["participant"]: exclusion["reason"] for exclusion in exclusions}
+    assert set(said) == {replayer, poisoner}
+    assert f"carries a signature that is not {replayer}'s" in said[replayer]
     assert replayer not in [record.participant for record in federation.ledger.commitments(1)]
-    assert [(e.participant, e.code) for e in collected.exclusions] == [(poisoner, ExclusionReason.NON_FINITE)]
+    assert said[poisoner].startswith(ExclusionReason.NON_FINITE.explain(poisoner, 1))
     assert federation.ledger.exclusions(1) == [(poisoner, ExclusionReason.NON_FINITE)]
     state = federation.ledger.round(1)
     assert (state.status, state.commitments, state.included) == (RoundStatus.ACCEPTED, 4, 3)
@@ -338,10 +386,10 @@ def overruled(address: str, reason: ExclusionReason) -> Verdicts:
 
 @pytest.mark.parametrize(("fault", "claimed", "status", "says", "outcome"), [
     pytest.param(honest, ExclusionReason.UNDECRYPTABLE, Status.FAILED,
-                 "the aggregator excluded a valid update of {p} as undecryptable", RoundStatus.FINALIZED,
+                 "the aggregator excluded a valid update of {p} as undecryptable", RoundStatus.FAILED,
                  id="valid update as undecryptable"),
     pytest.param(honest, ExclusionReason.NON_FINITE, Status.FAILED,
-                 "the aggregator excluded a valid update of {p} as non-finite", RoundStatus.FINALIZED,
+                 "the aggregator excluded a valid update of {p} as non-finite", RoundStatus.FAILED,
                  id="valid update as non-finite"),
     pytest.param(not_a_number, ExclusionReason.WRONG_SHAPE, Status.FAILED,
                  "the aggregator recorded wrong shape, but the update fails otherwise", RoundStatus.ACCEPTED,
@@ -359,9 +407,10 @@ def test_an_exclusion_the_update_does_not_deserve_is_caught(
     run_round(federation, consortium, {FAULTY: fault}, overruled(victim, claimed))
     assert federation.ledger.exclusions(1) == [(victim, claimed)]
     state = federation.ledger.round(1)
-    # a valid update excluded for anything but unavailability: the validators dissent, the round is not accepted
+    # a valid update excluded for anything but unavailability: the three validators dissent, and the
+    # attempt they would not accept is failed on chain
     assert state.status == outcome
-    assert state.dissents == (2 if outcome == RoundStatus.FINALIZED else 0)
+    assert state.dissents == (3 if outcome == RoundStatus.FAILED else 0)
 
     verified = audit(federation, [opening_key(consortium.aggregator), opening_key(consortium.validators[0])])
     finding = exclusion_finding(verified, victim)

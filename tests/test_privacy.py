@@ -17,7 +17,7 @@ from fl_chain.chain.federation import RoundStatus
 from fl_chain.errors import UsageError
 from fl_chain.privacy import MODES, SEALED, mode_named, mode_of
 from fl_chain.privacy.sealed import Sealed
-from tests.test_protocol import found, train_round
+from tests.test_protocol import coordinator, found
 
 
 class Recording(Sealed):
@@ -43,7 +43,7 @@ def test_a_round_seals_opens_and_combines_through_the_federations_mode(tmp_path:
     federation, consortium = found(tmp_path)
     mode = Recording()
     federation = dataclasses.replace(federation, privacy=mode)
-    train_round(federation, consortium, 1)
+    coordinator(federation, consortium, tmp_path / "run", rounds=1).run()
     assert federation.ledger.round(1).status == RoundStatus.ACCEPTED
     participants, validators = len(consortium.participants), len(consortium.validators)
     # every update sealed once, opened by the aggregator and by each validator; combined once by each

@@ -1,9 +1,13 @@
-"""One round of the protocol end to end, without any transport: every role, real chain, real store."""
+"""Rounds of the protocol end to end: every role, real chain, real store, driven by the round
+coordinator (the one a Flower run drives) over the in-process transport."""
 
 from __future__ import annotations
 
 import hashlib
+import io
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -12,9 +16,17 @@ from fl_chain import protocol
 from fl_chain.chain.embedded import EmbeddedChain
 from fl_chain.chain.federation import ExclusionReason, FederationParameters, RoundStatus
 from fl_chain.consortium import SimulatedConsortium
+from fl_chain.identity import Identity
+from fl_chain.inprocess import InProcessTransport
 from fl_chain.messages import Ticket
+from fl_chain.participant import ParticipantRole
+from fl_chain.progress import Progress
 from fl_chain.protocol import Federation, ProtocolError
+from fl_chain.round import RoundCoordinator, RoundPlan
+from fl_chain.runlog import RunLog
 from fl_chain.storage.blockstore import LocalStore
+from fl_chain.storage.cid import Cid
+from fl_chain.task import Evaluated, Trained
 
 QUICK = protocol.FetchRetries(attempts=2, first_delay=0.01, max_delay=0.01)
 
@@ -34,39 +46,59 @@ def found(directory: Path, seed: int = 7) -> tuple[Federation, SimulatedConsorti
     return Federation(ledger, store), consortium
 
 
-def train_round(federation: Federation, consortium: SimulatedConsortium, round_number: int, corrupt: int | None = None):  # type: ignore[no-untyped-def]
-    ticket = protocol.open_round(federation, consortium.aggregator, round_number)
-    receipts = []
-    for i, participant in enumerate(consortium.participants):
-        base = protocol.fetch_global_model(federation, ticket)
-        trained = {name: value + np.float32(0.1 * (i + 1)) for name, value in base.items()}
-        receipts.append(protocol.commit_update(federation, participant, ticket, trained, examples=10 * (i + 1)))
-        if i == corrupt:
-            path = federation.store.block_path(receipts[-1].commitment.cid)
-            data = bytearray(path.read_bytes())
-            data[-1] ^= 1
-            path.write_bytes(bytes(data))
-    protocol.relay(federation, consortium.aggregator, reversed(receipts))
-    rules = protocol.UpdateRules.for_round(federation, ticket.round)
-    collected = protocol.collect(federation, consortium.aggregator.x25519_private, round_number, rules, retries=QUICK)
-    tensors, cid = protocol.aggregate(federation, round_number, collected)
-    protocol.finalize(federation, consortium.aggregator, round_number, cid, collected)
-    for validator in consortium.validators:
-        judgement = protocol.judge(federation, validator, round_number, QUICK)
-        protocol.attest(federation, validator, round_number, judgement.model)
-    return collected, tensors, cid
+class Corrupting:
+    """An honest participant whose stored update loses a bit after it commits."""
+
+    def __init__(self, role: ParticipantRole) -> None:
+        self.role = role
+
+    def train(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        records = self.role.train(payload)
+        path = self.role.federation.store.block_path(Cid.parse(records["receipt"]["cid"]))  # type: ignore[attr-defined]
+        data = bytearray(path.read_bytes())
+        data[-1] ^= 1
+        path.write_bytes(bytes(data))
+        return records
+
+    def attest(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        return self.role.attest(payload)
+
+    def evaluate(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        return self.role.evaluate(payload)
+
+
+def roles(federation: Federation, consortium: SimulatedConsortium) -> dict[str, ParticipantRole]:
+    """Participant i trains to the base plus 0.1·(i+1) with 10·(i+1) examples."""
+    def role(index: int, identity: Identity) -> ParticipantRole:
+        def train(base: Mapping[str, np.ndarray], ticket: Ticket) -> Trained:
+            return Trained({name: value + np.float32(0.1 * (index + 1)) for name, value in base.items()}, 10 * (index + 1))
+
+        return ParticipantRole(federation, lambda: identity, train, lambda weights: Evaluated({"loss": 0.0}, 10))
+
+    return {identity.address: role(index, identity) for index, identity in enumerate(consortium.participants)}
+
+
+def coordinator(federation: Federation, consortium: SimulatedConsortium, directory: Path, rounds: int,
+                corrupt: int | None = None) -> RoundCoordinator:
+    """The round coordinator a Flower run drives, here over the in-process transport."""
+    responders: dict[str, Any] = dict(roles(federation, consortium))
+    if corrupt is not None:
+        address = consortium.participants[corrupt].address
+        responders[address] = Corrupting(responders[address])
+    directory.mkdir(parents=True, exist_ok=True)
+    plan = RoundPlan(rounds, federation.ledger.parameters().quorum, 1.0, 60, seed=0, fast_forward=True)
+    return RoundCoordinator(federation, consortium.aggregator, plan, InProcessTransport(responders),
+                            RunLog(directory, metrics=("loss",)), Progress(rounds, io.StringIO()))
 
 
 def test_rounds_are_accepted_and_reproducible(tmp_path: Path) -> None:
     federation, consortium = found(tmp_path / "a")
-    cids = []
-    for round_number in (1, 2):
-        collected, tensors, cid = train_round(federation, consortium, round_number)
-        assert collected.exclusions == ()
-        assert federation.ledger.round(round_number).status == RoundStatus.ACCEPTED
-        assert federation.ledger.latest_accepted() == (round_number, cid)
-        assert protocol.load_model(federation.store, cid).keys() == tensors.keys()
-        cids.append(cid)
+    driver = coordinator(federation, consortium, tmp_path / "a" / "run", rounds=2)
+    driver.run()
+    cids = [Cid.parse(summary.global_cid) for summary in driver.runlog.rounds]
+    assert [summary.exclusions for summary in driver.runlog.rounds] == [[], []]
+    assert [federation.ledger.round(number).status for number in (1, 2)] == [RoundStatus.ACCEPTED] * 2
+    assert federation.ledger.latest_accepted() == (2, cids[1])
     # examples 10, 20, 30, 40 and offsets 0.1 .. 0.4 on top of the base: weighted mean 0.3
     first = protocol.load_model(federation.store, cids[0])
     np.testing.assert_allclose(first["layer.bias"], model(0)["layer.bias"] + 0.3, rtol=1e-6)
@@ -74,15 +106,19 @@ def test_rounds_are_accepted_and_reproducible(tmp_path: Path) -> None:
     # fresh X25519 keys (so other update blobs) but the same seed: the same global models
     again, again_consortium = found(tmp_path / "b")
     assert again_consortium.aggregator.x25519_public != consortium.aggregator.x25519_public
-    assert [train_round(again, again_consortium, r)[2] for r in (1, 2)] == cids
+    rerun = coordinator(again, again_consortium, tmp_path / "b" / "run", rounds=2)
+    rerun.run()
+    assert [Cid.parse(summary.global_cid) for summary in rerun.runlog.rounds] == cids
 
 
 def test_a_tampered_update_is_excluded_with_its_reason(tmp_path: Path) -> None:
     federation, consortium = found(tmp_path)
-    collected, _, _ = train_round(federation, consortium, 1, corrupt=2)
-    assert [e.participant for e in collected.exclusions] == [consortium.participants[2].address]
-    assert "is corrupted: its stored bytes hash to" in collected.exclusions[0].reason
-    assert len(collected.included) == 3
+    driver = coordinator(federation, consortium, tmp_path / "run", rounds=1, corrupt=2)
+    driver.run()
+    [exclusion] = driver.runlog.rounds[0].exclusions
+    assert exclusion["participant"] == consortium.participants[2].address
+    assert "is corrupted: its stored bytes hash to" in exclusion["reason"]
+    assert federation.ledger.round(1).included == 3
     assert federation.ledger.round(1).status == RoundStatus.ACCEPTED
     assert federation.ledger.exclusions(1) == [(consortium.participants[2].address, ExclusionReason.UNAVAILABLE)]
 

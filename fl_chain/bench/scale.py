@@ -2,15 +2,19 @@
 
 The design promises that a round's cost grows with its participants, not faster: gas per
 commitment stays flat (one relayed batch) and time per participant stays roughly flat.
-Each count gets a fresh embedded chain and store, and one round runs in process through
-the real protocol functions (seal, store, sign, relay, collect, aggregate, finalize,
-recompute, attest), so the figures are what a simulation of that size pays. Updates are
-the base model plus a seeded perturbation: training is not what is measured here.
+Each count gets a fresh embedded chain and store, and one round runs in process, driven
+by the round coordinator a Flower run drives, over the in-process transport: participants
+seal, store and sign; the aggregator relays, collects, aggregates and finalizes; the
+committee re-judges and attests while every participant signs its evaluation (the
+"validate" stage). The figures are what a simulation of that size pays, without Flower's
+messaging. Updates are the base model plus a seeded perturbation: training is not what is
+measured here.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import math
 import sys
 import tempfile
@@ -25,18 +29,26 @@ import numpy as np
 from fl_chain import protocol
 from fl_chain.bench.throughput import render_table
 from fl_chain.chain.chain import Chain
-from fl_chain.chain.commitment import SignedCommitment
 from fl_chain.chain.embedded import GAS_LIMIT, EmbeddedChain
 from fl_chain.chain.federation import FederationParameters, RoundStatus
 from fl_chain.chain.ledger import Ledger
 from fl_chain.consortium import SimulatedConsortium
 from fl_chain.errors import UsageError
-from fl_chain.identity import Identity
+from fl_chain.inprocess import InProcessTransport
 from fl_chain.messages import Ticket
-from fl_chain.protocol import Federation
+from fl_chain.participant import ParticipantRole
+from fl_chain.progress import Progress
+from fl_chain.protocol import Federation, ProtocolError
+from fl_chain.round import RoundCoordinator, RoundPlan
+from fl_chain.runlog import RunLog
 from fl_chain.storage.blockstore import LocalStore
 from fl_chain.storage.cid import Cid
+from fl_chain.task import Evaluated, Trained
 from fl_chain.timing import Stopwatch
+from fl_chain.transport import TRAIN, Reply, Request
+
+Tensors = Mapping[str, np.ndarray]
+METRICS = ("loss",)  # a participant's evaluation here: its update's distance from the global model
 
 DEFAULT_PARTICIPANT_COUNTS = (10, 100, 1000)
 DEFAULT_VALIDATORS = 3
@@ -235,61 +247,105 @@ def measure_scale(
 
 
 def measure_round(participants: int, validators: int, directory: Path, say: ProgressLine) -> RoundCost:
-    """Founds a federation of `participants` and runs round 1 through to acceptance."""
+    """Founds a federation of `participants` and lets the round coordinator take round 1
+    to acceptance over the in-process transport (the coordinator a Flower run drives)."""
     setup = Stopwatch()
     with setup("setup"):
         say(f"scale: {participants} participants: deriving keys, founding the federation")
         consortium = SimulatedConsortium.create(SEED, participants, validators, seed_accounts=True)
         embedded = EmbeddedChain.create(funded=consortium.transacting_addresses)
         chain = embedded.connect()
-        store = LocalStore(directory)
-        base = small_model()
-        genesis = protocol.publish_genesis_model(store, base)
+        store = LocalStore(directory / "store")
+        genesis = protocol.publish_genesis_model(store, small_model())
         federation = Federation(_found(consortium, chain, participants, genesis), store)
-
-    stages, commit = Stopwatch(), Stopwatch()
+    transport = _Measured(InProcessTransport(_responders(federation, consortium)), say)
+    plan = RoundPlan(ROUND, federation.ledger.parameters().quorum, 1.0, ROUND_DURATION, seed=SEED, fast_forward=True)
+    run_dir = directory / "run"
+    run_dir.mkdir()
+    coordinator = RoundCoordinator(federation, consortium.aggregator, plan, transport, RunLog(run_dir, metrics=METRICS),
+                                   Progress(ROUND, io.StringIO()))
     gas_before = chain.gas_used
-    with stages("open"):
-        ticket = protocol.open_round(federation, consortium.aggregator, ROUND)
-    with stages("commit"):
-        started = time.perf_counter()
-        # Every simulated participant would read the same keys from the same chain state.
-        with commit("recipients"):
-            recipients = protocol.update_recipients(federation, ROUND)
-        receipts = []
-        for index, participant in enumerate(consortium.participants):
-            receipts.append(_participate(federation, participant, index, ticket, recipients, commit))
-            if (index + 1) % max(1, participants // 10) == 0:
-                elapsed = time.perf_counter() - started
-                say(f"scale: {participants} participants: {index + 1} committed ({elapsed:.1f} s)")
-    say(f"scale: {participants} participants: relaying {len(receipts)} commitments in one batch")
-    with stages("relay"):
-        outcome = protocol.relay(federation, consortium.aggregator, receipts)
-    with stages("collect"):
-        rules = protocol.UpdateRules.for_round(federation, ROUND)
-        collected = protocol.collect(federation, consortium.aggregator.x25519_private, ROUND, rules)
-    with stages("aggregate"):
-        _, global_model = protocol.aggregate(federation, ROUND, collected)
-    with stages("finalize"):
-        protocol.finalize(federation, consortium.aggregator, ROUND, global_model, collected)
-    say(f"scale: {participants} participants: {len(collected.included)} updates aggregated, validators recomputing")
-    with stages("validate"):
-        for validator in consortium.validators[:ATTESTATION_THRESHOLD]:
-            protocol.attest(federation, validator, ROUND, protocol.judge(federation, validator, ROUND).model)
-    accepted = federation.ledger.round(ROUND).status == RoundStatus.ACCEPTED
+    try:
+        coordinator.run_round(ROUND)
+    except ProtocolError as failed:
+        say(f"scale: {participants} participants: {failed}")
+    state = federation.ledger.round(ROUND)
+    seconds = coordinator.seconds
+    stage_seconds = {"open": seconds.get("open_round", 0.0), "commit": transport.train_seconds,
+                     **{stage: seconds.get(stage, 0.0) for stage in ("relay", "collect", "aggregate", "finalize")},
+                     "validate": seconds.get("attest_evaluate", 0.0)}
     cost = RoundCost(
         participants=participants,
-        accepted=accepted,
-        included=len(collected.included),
+        accepted=state.status == RoundStatus.ACCEPTED,
+        included=state.included,
         setup_seconds=setup.seconds["setup"],
-        stage_seconds=dict(stages.seconds),
-        commit_seconds=dict(commit.seconds),
+        stage_seconds=stage_seconds,
+        commit_seconds=transport.commit_seconds,
         round_gas=chain.gas_used - gas_before,
-        relay_gas=outcome.gas_used if outcome is not None else 0,
+        relay_gas=coordinator.gas.get("relay", 0),
     )
-    say(f"scale: {participants} participants: round {'accepted' if accepted else 'NOT accepted'} "
+    say(f"scale: {participants} participants: round {'accepted' if cost.accepted else 'NOT accepted'} "
         f"in {cost.seconds:.2f} s, {cost.round_gas:,} gas")
     return cost
+
+
+class _Measured:
+    """The in-process transport, timing the training requests and summing what each
+    participant reports it spent committing (fetch, update, encode, encrypt, store, sign)."""
+
+    def __init__(self, inner: InProcessTransport, say: ProgressLine) -> None:
+        self.inner, self.say = inner, say
+        self.train_seconds = 0.0
+        self.commit_seconds: dict[str, float] = {}
+
+    def participants(self) -> list[str]:
+        return self.inner.participants()
+
+    def send(self, requests: Sequence[Request], timeout: float) -> list[Reply]:
+        if not any(request.kind == TRAIN for request in requests):
+            return self.inner.send(requests, timeout)
+        self.say(f"scale: {len(requests)} participants committing")
+        started = time.perf_counter()
+        replies = self.inner.send(requests, timeout)
+        self.train_seconds += time.perf_counter() - started
+        for reply in replies:
+            for name, value in (reply.content.get("metrics") or {}).items():
+                if name.startswith("seconds_"):
+                    stage = name.removeprefix("seconds_")
+                    self.commit_seconds[stage] = self.commit_seconds.get(stage, 0.0) + float(value)
+        return replies
+
+
+def _responders(federation: Federation, consortium: SimulatedConsortium) -> dict[str, ParticipantRole]:
+    """Every participant, its training the base plus seeded noise, its evaluation the
+    distance from its own update; all read the round's recipients once, as the simulated
+    participants of one process would from the same chain state."""
+    recipients = _RecipientsOnce(federation)
+    roles = {}
+    for index, participant in enumerate(consortium.participants):
+        def train(base: Tensors, ticket: Ticket, index: int = index) -> Trained:
+            update, examples = perturbed(base, index)
+            return Trained(update, examples, {})
+
+        def evaluate(model: Tensors, index: int = index) -> Evaluated:
+            update, examples = perturbed(model, index)
+            return Evaluated({"loss": float(np.mean([np.mean((update[n] - model[n]) ** 2) for n in model]))}, examples)
+
+        roles[participant.address] = ParticipantRole(federation, lambda participant=participant: participant, train,
+                                                     evaluate, recipients=recipients)
+    return roles
+
+
+class _RecipientsOnce:
+    def __init__(self, federation: Federation) -> None:
+        self.federation = federation
+        self.read: dict[tuple[int, int], list[bytes]] = {}
+
+    def __call__(self, ticket: Ticket) -> list[bytes]:
+        key = (ticket.round, ticket.attempt)
+        if key not in self.read:
+            self.read[key] = protocol.update_recipients(self.federation, ticket.round)
+        return self.read[key]
 
 
 def small_model() -> dict[str, np.ndarray]:
@@ -303,21 +359,6 @@ def perturbed(base: Mapping[str, np.ndarray], index: int) -> tuple[dict[str, np.
     update = {name: tensor + rng.normal(scale=0.01, size=tensor.shape).astype(np.float32)
               for name, tensor in base.items()}
     return update, int(rng.integers(10, 100))
-
-
-def _participate(
-    federation: Federation,
-    participant: Identity,
-    index: int,
-    ticket: Ticket,
-    recipients: Sequence[bytes],
-    stopwatch: Stopwatch,
-) -> SignedCommitment:
-    with stopwatch("fetch"):
-        base = protocol.fetch_global_model(federation, ticket)
-    with stopwatch("update"):
-        update, examples = perturbed(base, index)
-    return protocol.commit_update(federation, participant, ticket, update, examples, stopwatch, recipients)
 
 
 def _found(consortium: SimulatedConsortium, chain: Chain, participants: int, genesis: Cid) -> Ledger:
