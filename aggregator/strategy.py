@@ -48,7 +48,8 @@ class GridTransport:
     """The coordinator's requests as Flower messages to the nodes that proved who they are.
 
     The run settings go to a node once: with the greeting, then again only if they change
-    or the node never acknowledged them (a reply without error does). With the settings'
+    or the node did not acknowledge them (a reply without error does; after an error they
+    go with the next request). With the settings'
     `ship_blobs` (a deployment: every party keeps its own content store) the blobs a
     request needs travel with it, and a sealed update travels back with its receipt; each
     is stored only under the CID it hashes to (fl_chain/blobs.py)."""
@@ -134,7 +135,9 @@ class GridTransport:
             kind = KINDS.get(message.metadata.message_type)
             if address is not None and kind is not None:
                 answered[(address, kind)] = self._reply(address, kind, message)
-                if not message.has_error():
+                if message.has_error():  # it may have lost them (a SuperNode restarted keeps its id)
+                    self._informed.discard(message.metadata.src_node_id)
+                else:
                     self._informed.add(message.metadata.src_node_id)
         return [answered.get((r.participant, r.kind)) or Reply(r.participant, r.kind, error=f"no reply within {timeout:g} s")
                 for r in requests]

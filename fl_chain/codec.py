@@ -21,6 +21,7 @@ from fl_chain.errors import InvalidModelFile, UnsupportedTensor
 Tensors = Mapping[str, np.ndarray]
 SchemaEntry = tuple[str, str, tuple[int, ...]]
 
+MAX_MODEL_BYTES = 1 << 30  # the largest model fl-chain builds, stores or reads without a base to size it by
 _METADATA_KEY = "__metadata__"
 _HEADER_ALIGNMENT = 8
 _LENGTH_BYTES = 8

@@ -40,7 +40,7 @@ from fl_chain.aggregation import WeightedUpdate
 from fl_chain.chain.commitment import SignedCommitment
 from fl_chain.chain.federation import CommitmentRecord, ExclusionReason, RelayOutcome, Role, RoundStatus
 from fl_chain.chain.ledger import Ledger
-from fl_chain.codec import decode_model, encode_model, schema_hash
+from fl_chain.codec import MAX_MODEL_BYTES, decode_model, encode_model, schema_hash
 from fl_chain.envelope import ExpectedUpdate, UpdateHeader, is_usable_recipient
 from fl_chain.errors import (
     BlobTooLarge,
@@ -157,8 +157,6 @@ class CollectedUpdates:
 # A global model's blob may be a little larger than its base (metadata) and an update's is
 # its tensors plus the envelope; anything far beyond that is refused before it is read.
 BLOB_SLACK = 8 << 20
-# A model read with no base to size it by (the genesis model, a base already accepted)
-MAX_MODEL_BYTES = 1 << 30
 
 
 @dataclass(frozen=True)

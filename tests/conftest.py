@@ -152,6 +152,20 @@ def deploy_federation(
     return ledger
 
 
+# ---------------------------------------------------------------- Flower messages
+
+
+@pytest.fixture
+def inside_a_flower_run() -> Iterator[None]:
+    """Flower builds messages only inside a run: for tests of the code around its Grid."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
+    yield
+    TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
+
+
 # ---------------------------------------------------------------- runs
 
 

@@ -10,14 +10,13 @@ here until it is mapped) and the bridge must serve it.
 from __future__ import annotations
 
 import ast
-import threading
 from pathlib import Path
 
 from eth_account import Account
 
 from fl_chain.chain import rpc
 from fl_chain.chain.bridge import RpcBridge, _handlers
-from fl_chain.chain.embedded import EmbeddedChain, replay_journal
+from fl_chain.chain.embedded import EmbeddedChain
 
 REPO = Path(__file__).resolve().parent.parent
 WEB3_TO_RPC = {  # web3.py's `eth` calls and attributes, by the JSON-RPC method they send
@@ -66,33 +65,3 @@ def test_a_transaction_is_found_by_its_hash_over_the_bridge(tmp_path: Path) -> N
         assert web3.provider.make_request("eth_getTransactionByHash", ["0x" + "00" * 32])["result"] is None
         chain.close()
 
-
-def test_the_owner_and_the_bridge_use_one_embedded_chain_at_once(tmp_path: Path) -> None:
-    """The aggregator transacts on its embedded chain directly while participants do so
-    over the bridge from other threads: every transaction lands, none is lost or doubled."""
-    owner, remote_sender, receiver = Account.create(), Account.create(), Account.create()
-    embedded = EmbeddedChain.create(tmp_path / "ledger", funded=[owner.address, remote_sender.address])
-    direct = embedded.connect()
-    count, failures = 15, []
-    with RpcBridge(embedded.web3, increase_time=embedded.increase_time) as url:
-        remote = rpc.connect(url)
-
-        def send_over_the_bridge() -> None:
-            try:
-                for _ in range(count):
-                    remote.transfer(remote_sender, receiver.address, 1)
-            except Exception as error:  # noqa: BLE001 - reported below
-                failures.append(error)
-
-        thread = threading.Thread(target=send_over_the_bridge)
-        thread.start()
-        for _ in range(count):
-            direct.transfer(owner, receiver.address, 2)
-            direct.increase_time(1)
-        thread.join(timeout=120)
-    assert not failures
-    web3 = direct.web3
-    assert web3.eth.get_transaction_count(owner.address) == web3.eth.get_transaction_count(remote_sender.address) == count
-    assert web3.eth.get_balance(receiver.address) == 3 * count
-    replayed, mismatches = replay_journal(tmp_path / "ledger")
-    assert mismatches == [] and replayed.block_number == embedded.block_number

@@ -8,11 +8,10 @@ in its Flower context.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 
 import pytest
 from flwr.app import ConfigRecord, Context, Error, Message, RecordDict
-from flwr.supercore.task_identity import TaskIdentity
 
 from aggregator.strategy import GridTransport
 from clients.app import _settings_of
@@ -25,13 +24,7 @@ SETTINGS = RunSettings(experiment={"seed": 1}, chain_url="http://127.0.0.1:1", c
 ADDRESSES = ("0x" + "aa" * 20, "0x" + "bb" * 20)
 
 
-@pytest.fixture(autouse=True)
-def inside_a_flower_run() -> Iterator[None]:
-    """Flower builds messages only inside a run; this is one."""
-    saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
-    yield
-    TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
+pytestmark = pytest.mark.usefixtures("inside_a_flower_run")
 
 
 class AnsweringGrid:

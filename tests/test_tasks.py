@@ -134,7 +134,7 @@ def test_declared_classes_fix_the_vocabulary_and_refuse_a_folder_outside_it(tmp_
     assert set(declared.participants[0].train_y.tolist()) <= {0, 1}  # indices follow the declared order
     with pytest.raises(DataError, match=r"site_0 has class sub-folders \['top'\] that task.classes \['bottom'"):
         load_image_folders(dirs, size=8, channels=3, seed=0, classes=["bottom", "left"])
-    with pytest.raises(UsageError, match="task.classes must list at least 2 distinct class names"):
+    with pytest.raises(UsageError, match="task.classes must list from 2 to 1000 distinct class names"):
         load_image_folders(dirs, size=8, channels=3, seed=0, classes=["top", "top"])
 
 

@@ -14,13 +14,14 @@ def run(config: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     figures = measure_scale(tuple(config["participant_counts"]), int(config["validators"]), progress_to_stderr)
     print(figures.table())
     write_results(out_dir, "Scale", [
-        "One full round of the protocol on the embedded chain per participant count: the aggregator opens it; "
-        "every participant fetches the model by CID, seals a (seeded, untrained) update of a small model, "
-        "stores it and signs its commitment; the aggregator relays all commitments in one transaction, collects "
-        "and opens the updates by their on-chain CIDs, aggregates and finalizes; two validators re-compute and "
-        "attest. Participants run one after another in this process, so per-participant time is what each "
-        "hospital would spend, and the round time is an upper bound of a real, parallel round. "
-        "Training is left out: it does not depend on the number of participants.",
+        "One full round on the embedded chain per participant count, driven by the round coordinator a Flower "
+        "run drives, over the in-process transport: the aggregator opens it; every participant fetches the "
+        "model by CID, seals a (seeded, untrained) update of a small model, stores it and signs its commitment; "
+        "the aggregator relays all commitments in one transaction, collects and opens the updates by their "
+        "on-chain CIDs, aggregates and finalizes; every validator re-judges and attests while every participant "
+        "signs its evaluation of the model (the validate stage). Participants run one after another in this "
+        "process, so per-participant time is what each hospital would spend, and the round time is an upper "
+        "bound of a real, parallel round. Training is left out: it does not depend on the number of participants.",
         figures.target_line(),
     ], figures.table(), figures.as_json())
     rounds = figures.as_json()["rounds"]

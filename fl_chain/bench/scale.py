@@ -258,7 +258,8 @@ def measure_round(participants: int, validators: int, directory: Path, say: Prog
         store = LocalStore(directory / "store")
         genesis = protocol.publish_genesis_model(store, small_model())
         federation = Federation(_found(consortium, chain, participants, genesis), store)
-    transport = _Measured(InProcessTransport(_responders(federation, consortium)), say)
+    recipients = _RecipientsOnce(federation)
+    transport = _Measured(InProcessTransport(_responders(federation, consortium, recipients)), say)
     plan = RoundPlan(ROUND, federation.ledger.parameters().quorum, 1.0, ROUND_DURATION, seed=SEED, fast_forward=True)
     run_dir = directory / "run"
     run_dir.mkdir()
@@ -280,7 +281,7 @@ def measure_round(participants: int, validators: int, directory: Path, say: Prog
         included=state.included,
         setup_seconds=setup.seconds["setup"],
         stage_seconds=stage_seconds,
-        commit_seconds=transport.commit_seconds,
+        commit_seconds={**transport.commit_seconds, "recipients": recipients.seconds},
         round_gas=chain.gas_used - gas_before,
         relay_gas=coordinator.gas.get("relay", 0),
     )
@@ -316,11 +317,11 @@ class _Measured:
         return replies
 
 
-def _responders(federation: Federation, consortium: SimulatedConsortium) -> dict[str, ParticipantRole]:
+def _responders(federation: Federation, consortium: SimulatedConsortium,
+                recipients: _RecipientsOnce) -> dict[str, ParticipantRole]:
     """Every participant, its training the base plus seeded noise, its evaluation the
     distance from its own update; all read the round's recipients once, as the simulated
     participants of one process would from the same chain state."""
-    recipients = _RecipientsOnce(federation)
     roles = {}
     for index, participant in enumerate(consortium.participants):
         def train(base: Tensors, ticket: Ticket, index: int = index) -> Trained:
@@ -337,14 +338,19 @@ def _responders(federation: Federation, consortium: SimulatedConsortium) -> dict
 
 
 class _RecipientsOnce:
+    """The round's recipients, read from the chain by the first participant (timed)."""
+
     def __init__(self, federation: Federation) -> None:
         self.federation = federation
         self.read: dict[tuple[int, int], list[bytes]] = {}
+        self.seconds = 0.0
 
     def __call__(self, ticket: Ticket) -> list[bytes]:
         key = (ticket.round, ticket.attempt)
         if key not in self.read:
+            started = time.perf_counter()
             self.read[key] = protocol.update_recipients(self.federation, ticket.round)
+            self.seconds += time.perf_counter() - started
         return self.read[key]
 
 

@@ -314,8 +314,14 @@ class EmbeddedChain:
         return self._backend.replay(record)
 
     def connect(self) -> Chain:
-        """This process's connection: direct, with control of the clock."""
-        return Chain(self.web3, backend="embedded", increase_time=self.increase_time)
+        """This process's connection: direct, its clock moved as a development node's is
+        (the time shifted, then a block mined at it, so `latest` shows the new time)."""
+        return Chain(self.web3, backend="embedded", increase_time=self._increase_time_and_mine)
+
+    def _increase_time_and_mine(self, seconds: int) -> None:
+        with self._lock:
+            self.increase_time(seconds)
+            self.web3.provider.make_request("evm_mine", [])
 
     def increase_time(self, seconds: int) -> None:
         """Moves this chain's clock forward (tests of deadlines)."""

@@ -31,6 +31,7 @@ FORMATS = ("PNG", "JPEG")  # decoded as nothing else: Pillow's other decoders (E
 MAX_LOADED_BYTES = 8 * 1024**3  # the decoded arrays of every participant together
 MAX_PIXELS = 50_000_000  # beyond any scan a hospital would train a small CNN on: a decompression bomb
 MAX_SIZE = 512
+MAX_CLASSES = 1_000  # as many labels as a table may have (fl_chain/data/preprocessing.py)
 MODES = {1: "L", 3: "RGB"}
 
 
@@ -68,10 +69,11 @@ def check_image_settings(size: object, channels: object, classes: Sequence[str] 
         raise UsageError(f"task.size must be an integer from 4 to {MAX_SIZE}, got {size!r}")
     if channels not in MODES:
         raise UsageError(f"task.channels must be 1 (grey) or 3 (RGB), got {channels!r}")
-    if classes is not None and (len(classes) < 2 or len(set(classes)) != len(classes)
+    if classes is not None and (not 2 <= len(classes) <= MAX_CLASSES or len(set(classes)) != len(classes)
                                 or not all(isinstance(name, str) and name for name in classes)):
-        raise UsageError(f"task.classes must list at least 2 distinct class names (the sub-folder names), got "
-                         f"{list(classes)!r}")
+        shown = repr(list(classes)) if len(classes) <= 20 else f"{len(classes)} names"
+        raise UsageError(f"task.classes must list from 2 to {MAX_CLASSES} distinct class names (the sub-folder "
+                         f"names), got {shown}")
 
 
 def _folder(folder: str | Path, key: str) -> Path:

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fl_chain.codec import MAX_MODEL_BYTES
 from fl_chain.errors import SchemaMismatch, UsageError
 
 HIDDEN_UNITS = 32
@@ -52,6 +53,11 @@ def build_model(input_shape: Sequence[int], outputs: int, seed: int) -> nn.Modul
     shape = tuple(input_shape)
     if outputs < 1:
         raise UsageError(f"a model needs at least 1 output, got {outputs}")
+    parameters = _parameters(shape, outputs)
+    if parameters * 4 > MAX_MODEL_BYTES:
+        raise UsageError(f"the default model for inputs {shape} with {outputs} outputs would hold {parameters:,} "
+                         f"parameters ({parameters * 4 / 2**30:.1f} GiB), more than a model may "
+                         f"({MAX_MODEL_BYTES / 2**30:g} GiB): choose a smaller task.size or fewer classes")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if len(shape) == 1:
@@ -62,6 +68,16 @@ def build_model(input_shape: Sequence[int], outputs: int, seed: int) -> nn.Modul
         f"no model for input shape {shape}: expected (features,) or (channels, height, width)"
         " with height and width at least 4"
     )
+
+
+def _parameters(shape: tuple[int, ...], outputs: int) -> int:
+    """How many weights `build_model` would allocate, counted before it does."""
+    if len(shape) == 1:
+        return shape[0] * HIDDEN_UNITS + HIDDEN_UNITS + HIDDEN_UNITS * outputs + outputs
+    if len(shape) == 3:
+        channels, height, width = shape
+        return channels * 16 * 9 + 16 + 16 * 32 * 9 + 32 + 32 * (height // 4) * (width // 4) * outputs + outputs
+    return 0  # no model for this shape: build_model says so
 
 
 def model_weights(model: nn.Module) -> dict[str, np.ndarray]:

@@ -47,7 +47,7 @@ from fl_chain.chain.federation import (
 )
 from fl_chain.chain.history import Event, read_history
 from fl_chain.chain.ledger import bitmap_indices
-from fl_chain.codec import decode_model
+from fl_chain.codec import MAX_MODEL_BYTES, decode_model
 from fl_chain.envelope import is_usable_recipient
 from fl_chain.errors import FlChainError, printable
 from fl_chain.identity import Identity
@@ -55,7 +55,6 @@ from fl_chain.jsonfiles import parse_json
 from fl_chain.keyfile import OpeningKey
 from fl_chain.messages import Evaluation, MalformedMessage, weighted_metrics
 from fl_chain.protocol import (
-    MAX_MODEL_BYTES,
     NO_RETRIES,
     Exclusion,
     Federation,
