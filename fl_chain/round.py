@@ -190,7 +190,8 @@ class RoundCoordinator:
         self.progress.stage(ticket.round, "training")
         requests = [Request(address, TRAIN, ticket.to_record(), (ticket.base,)) for address in asked]
         replies = self.transport.send(requests, self.plan.reply_timeout)
-        receipts = [receipt for reply in replies if (receipt := self._receipt(reply, ticket)) is not None]
+        caps = self._example_caps()
+        receipts = [receipt for reply in replies if (receipt := self._receipt(reply, ticket, caps)) is not None]
         committed = set(self.ledger.committed(ticket.round))
         fresh = [receipt.signed for receipt in receipts if receipt.commitment.participant not in committed]
         self.progress.stage(ticket.round, f"relaying {len(fresh)} commitments")
@@ -200,17 +201,16 @@ class RoundCoordinator:
             for participant, reason in outcome.refused:
                 self._exclude(participant, reason.explain(participant, ticket.round))
 
-    def _receipt(self, reply: Reply, ticket: Ticket) -> Receipt | None:
+    def _receipt(self, reply: Reply, ticket: Ticket, caps: dict[str, int]) -> Receipt | None:
         """The receipt a reply carries, or None after noting why its sender is left out."""
         where = f"attempt {ticket.attempt}"
         if not reply.ok:
             self._exclude(reply.participant, f"{where}: {reply.error}")
             return None
         try:
-            member = self.ledger.member(reply.participant)
             receipt = Receipt.from_record(reply.content.get("receipt"), ticket=ticket, sender=reply.participant,
                                           chain_id=self.federation.chain_id, federation=self.federation.address,
-                                          example_cap=member.example_cap)
+                                          example_cap=caps.get(reply.participant, 0))
         except MalformedMessage as malformed:
             self._exclude(reply.participant, f"{where}: {malformed}")
             return None
@@ -266,12 +266,13 @@ class RoundCoordinator:
             requests = [Request(v, ATTEST, {"round": round_number}, self._attest_inputs(state)) for v in pending]
             evaluate = {"round": round_number, "model": str(state.global_model)}
             requests += [Request(p, EVALUATE, evaluate, (state.global_model,)) for p in self._participants()]
-            self._read_replies(self.transport.send(requests, self.plan.reply_timeout), state.global_model)
+            caps = self._example_caps()
+            self._read_replies(self.transport.send(requests, self.plan.reply_timeout), state.global_model, caps)
             state = self.ledger.round(round_number)
             if state.status == RoundStatus.FINALIZED and state.dissents == 0 and (again := self._pending_committee(
                     round_number)):  # a validator that failed once gets one more chance
                 retry = [Request(v, ATTEST, {"round": round_number}, self._attest_inputs(state)) for v in again]
-                self._read_replies(self.transport.send(retry, self.plan.reply_timeout), state.global_model)
+                self._read_replies(self.transport.send(retry, self.plan.reply_timeout), state.global_model, caps)
                 state = self.ledger.round(round_number)
         if state.status == RoundStatus.ACCEPTED:
             return True
@@ -297,7 +298,7 @@ class RoundCoordinator:
                 *(record.cid for record in self.ledger.commitments(state.round)),
                 *((state.global_model,) if state.global_model else ()))
 
-    def _read_replies(self, replies: Iterable[Reply], model: Cid) -> None:
+    def _read_replies(self, replies: Iterable[Reply], model: Cid, caps: dict[str, int]) -> None:
         for reply in replies:
             if not reply.ok:
                 self.progress.note(f"round: {reply.kind} by {reply.participant} failed: {reply.error}")
@@ -306,16 +307,16 @@ class RoundCoordinator:
                 metrics = self._note_metrics(reply.participant, reply.content.get("metrics"))
                 self._attest_gas += int(metrics.get("gas", 0))
             elif reply.kind == EVALUATE:
-                self._note_evaluation(reply, model)
+                self._note_evaluation(reply, model, caps)
 
-    def _note_evaluation(self, reply: Reply, model: Cid) -> None:
+    def _note_evaluation(self, reply: Reply, model: Cid, caps: dict[str, int]) -> None:
         """Keeps a signed evaluation of this round's model by the participant that sent it."""
         try:
             evaluation = Evaluation.from_record(reply.content.get("evaluation"), federation=self.federation.address,
                                                 chain_id=self.federation.chain_id)
             if evaluation.participant != reply.participant or evaluation.model != model:
                 raise MalformedMessage(f"it evaluates {evaluation.model} for {evaluation.participant}")
-            if evaluation.examples > self.ledger.member(reply.participant).example_cap:
+            if evaluation.examples > caps.get(reply.participant, 0):
                 raise MalformedMessage(f"it claims {evaluation.examples} test examples, above the member's cap")
         except MalformedMessage as malformed:
             self.progress.note(f"the evaluation of {reply.participant} is left out: {malformed}")
@@ -340,6 +341,10 @@ class RoundCoordinator:
         return sorted((m.address for m in self.ledger.members()
                        if m.active and Role.VALIDATOR in m.roles and m.address in reached and m.address != aggregator),
                       key=lambda address: int(address, 16))
+
+    def _example_caps(self) -> dict[str, int]:
+        """Each member's example cap, read once for a batch of replies (one call)."""
+        return {m.address: m.example_cap for m in self.ledger.members()}
 
     def _participants(self) -> list[str]:
         """Active participants this transport reaches (a member that only validates holds no data)."""
