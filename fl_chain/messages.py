@@ -221,6 +221,29 @@ class Greeting:
 
 
 @dataclass(frozen=True)
+class AttestationReport:
+    """What a validator says of the attestation it sent (or had sent already: no `model`).
+    The attestation itself is its transaction on chain, and only that counts; the report
+    tells the aggregator, and its log, what the validator disputed."""
+
+    validator: str
+    model: Cid | None
+    disputes: str = ""
+
+    def to_record(self) -> dict[str, Any]:
+        return {"validator": self.validator, "model": str(self.model) if self.model else "", "disputes": self.disputes}
+
+    @classmethod
+    def from_record(cls, record: Record, *, sender: str) -> AttestationReport:
+        what = f"the attestation report of {sender}"
+        validator = read_address(record, "validator", what)
+        if validator != to_checksum_address(sender):
+            raise MalformedMessage(f"{what} speaks for another validator, {validator}")
+        model = read_cid(record, "model", what) if read_text(record, "model", what, 128) else None
+        return cls(validator, model, read_text(record, "disputes", what))
+
+
+@dataclass(frozen=True)
 class Evaluation:
     """A participant's measurement of a finalized model on its own test split, signed."""
 

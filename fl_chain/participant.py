@@ -31,7 +31,7 @@ from fl_chain.chain.federation import RoundStatus
 from fl_chain.chain.ledger import Ledger
 from fl_chain.errors import FlChainError
 from fl_chain.identity import Identity
-from fl_chain.messages import Evaluation, Receipt, Ticket, read_cid, read_int
+from fl_chain.messages import AttestationReport, Evaluation, Receipt, Ticket, read_cid, read_int
 from fl_chain.protocol import Federation, ProtocolError
 from fl_chain.task import Evaluated, Trained
 from fl_chain.timing import Stopwatch
@@ -97,12 +97,12 @@ class ParticipantRole:
         start = time.perf_counter()
         identity = self.identity()
         if self.federation.ledger.has_attested(round_number, identity.address):
-            return {"attestation": {"validator": identity.address, "already": "yes"}, "metrics": {}}
+            return {"attestation": AttestationReport(identity.address, None).to_record(), "metrics": {}}
         judgement = protocol.judge(self.federation, identity, round_number)
         gas = protocol.attest(self.federation, identity, round_number, judgement.model)
         metrics = {"gas": float(gas), "seconds_attest": time.perf_counter() - start}
-        return {"attestation": {"cid": str(judgement.model), "validator": identity.address,
-                                "disputes": "; ".join(judgement.disputes)}, "metrics": metrics}
+        report = AttestationReport(identity.address, judgement.model, "; ".join(judgement.disputes)[:4096])
+        return {"attestation": report.to_record(), "metrics": metrics}
 
     def evaluate(self, payload: Mapping[str, Any]) -> dict[str, Any]:
         """Score the round's finalized model (checked against the chain) on the local test split, signed."""

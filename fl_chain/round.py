@@ -26,8 +26,17 @@ from dataclasses import dataclass
 from fl_chain import protocol
 from fl_chain.chain.federation import ExclusionReason, Role, RoundState, RoundStatus
 from fl_chain.chain.ledger import Ledger
+from fl_chain.errors import printable
 from fl_chain.identity import Identity
-from fl_chain.messages import Evaluation, MalformedMessage, Receipt, Ticket, read_float, weighted_metrics
+from fl_chain.messages import (
+    AttestationReport,
+    Evaluation,
+    MalformedMessage,
+    Receipt,
+    Ticket,
+    read_float,
+    weighted_metrics,
+)
 from fl_chain.progress import Progress
 from fl_chain.protocol import Federation, ProtocolError
 from fl_chain.runlog import RoundSummary, RunLog, shown_figures
@@ -306,8 +315,19 @@ class RoundCoordinator:
             if reply.kind == ATTEST:
                 metrics = self._note_metrics(reply.participant, reply.content.get("metrics"))
                 self._attest_gas += int(metrics.get("gas", 0))
+                self._note_attestation(reply)
             elif reply.kind == EVALUATE:
                 self._note_evaluation(reply, model, caps)
+
+    def _note_attestation(self, reply: Reply) -> None:
+        """What a validator says it disputed, for the log (its attestation on chain is what counts)."""
+        try:
+            report = AttestationReport.from_record(reply.content.get("attestation"), sender=reply.participant)
+        except MalformedMessage as malformed:
+            self.progress.note(f"the attestation report of {reply.participant} is unreadable: {malformed}")
+            return
+        if report.disputes:
+            self.progress.note(f"validator {report.validator} disputes: {printable(report.disputes, 300)}")
 
     def _note_evaluation(self, reply: Reply, model: Cid, caps: dict[str, int]) -> None:
         """Keeps a signed evaluation of this round's model by the participant that sent it."""

@@ -60,6 +60,7 @@ def test_a_valid_update_excluded_under_a_false_reason_is_dissented_and_never_acc
         cast.coordinator(max_attempts=2).run()
     assert cast.ledger.round(1).status == RoundStatus.FAILED and cast.ledger.latest_accepted()[0] == 0
     assert "dissent from the finalized model" in cast.said
+    assert f"disputes: {victim} was excluded (wrong shape) but its update is valid" in cast.said  # each says why
     keyless = audit(cast.federation, [])
     report = text_report(keyless)
     assert "WARNING: 2 exclusion(s) could not be re-judged" in report

@@ -20,7 +20,7 @@ from fl_chain.envelope import ExpectedUpdate, UpdateHeader, open_envelope, seal
 from fl_chain.errors import EnvelopeError, InvalidModelFile, UsageError
 from fl_chain.identity import Identity
 from fl_chain.jsonfiles import parse_json
-from fl_chain.messages import Evaluation, MalformedMessage, Receipt, Ticket
+from fl_chain.messages import AttestationReport, Evaluation, MalformedMessage, Receipt, Ticket
 from fl_chain.rundir import read_run_config
 from fl_chain.storage.cid import Cid
 
@@ -72,15 +72,17 @@ def test_an_envelope_opens_or_is_an_envelope_error(data: bytes) -> None:
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=True),
                     st.text(max_size=80), st.binary(max_size=40))
 records = st.dictionaries(st.sampled_from(["participant", "round", "attempt", "cid", "examples", "r", "vs",
-                                           "model", "metrics", "signature", "junk"]), scalars, max_size=9)
+                                           "model", "metrics", "signature", "validator", "disputes", "junk"]),
+                          scalars, max_size=9)
 
 
 @FAST
 @given(st.one_of(records, scalars, st.lists(scalars, max_size=3)))
-def test_a_receipt_or_an_evaluation_parses_or_is_malformed(record: object) -> None:
+def test_a_receipt_an_evaluation_or_an_attestation_report_parses_or_is_malformed(record: object) -> None:
     for parse in (lambda: Receipt.from_record(record, ticket=TICKET, sender=SENDER.address, chain_id=5,  # type: ignore[arg-type]
                                               federation=FEDERATION),
-                  lambda: Evaluation.from_record(record, federation=FEDERATION, chain_id=5)):  # type: ignore[arg-type]
+                  lambda: Evaluation.from_record(record, federation=FEDERATION, chain_id=5),  # type: ignore[arg-type]
+                  lambda: AttestationReport.from_record(record, sender=SENDER.address)):  # type: ignore[arg-type]
         try:
             parse()
         except MalformedMessage:
@@ -122,3 +124,10 @@ def test_untrusted_json_nested_too_deeply_is_refused_before_parsing() -> None:
         parse_json("[" * 100_000 + "]" * 100_000)  # would crash the process under the EVM's recursion limit
     assert parse_json("[" * 64 + "]" * 64) is not None
     assert parse_json(json.dumps({"a": "[" * 1000})) == {"a": "[" * 1000}  # brackets in strings do not count
+
+
+def test_an_attestation_report_speaks_only_for_the_validator_that_sent_it() -> None:
+    report = AttestationReport(SENDER.address, TICKET.base, "0xabc was excluded but its update is valid")
+    assert AttestationReport.from_record(report.to_record(), sender=SENDER.address) == report
+    with pytest.raises(MalformedMessage, match="speaks for another validator"):
+        AttestationReport.from_record(report.to_record(), sender="0x" + "22" * 20)
