@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_tasks import write_image_folders
 
 from aggregator.config import compose_experiment
 from clients.node import resolve_node
@@ -32,7 +33,6 @@ from fl_chain.protocol import Federation
 from fl_chain.settings import RunSettings
 from fl_chain.storage.blockstore import LocalStore
 from fl_chain.tasks.catalog import open_task, run_shape
-from tests.test_tasks import write_image_folders
 
 from conftest import Consortium, flchain, genesis_cid
 

@@ -17,8 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from tests.test_tasks import write_image_folders
+from test_tasks import write_image_folders
 
 REPO = Path(__file__).resolve().parent.parent
 GUIDE = REPO / "docs" / "tasks.md"

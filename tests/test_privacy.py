@@ -12,12 +12,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from test_protocol import coordinator, found
 
 from fl_chain.chain.federation import RoundStatus
 from fl_chain.errors import UsageError
 from fl_chain.privacy import MODES, SEALED, mode_named, mode_of
 from fl_chain.privacy.sealed import Sealed
-from tests.test_protocol import coordinator, found
 
 
 class Recording(Sealed):
