@@ -19,7 +19,7 @@ from fl_chain.chain.operator import RpcSettings
 from fl_chain.drills import parse_drills
 from fl_chain.errors import UsageError
 from fl_chain.privacy import MODES
-from fl_chain.rules import RULE_NAMES
+from fl_chain.rules import rule_named
 from fl_chain.storage.backends import BACKENDS as STORE_BACKENDS
 
 CHAIN_BACKENDS = ("embedded", "anvil", "rpc")
@@ -132,8 +132,6 @@ def validate(config: dict[str, Any]) -> None:
          f"max_attempts must be an integer from 1 to 100, got {config.get('max_attempts')}"),
         (isinstance(config["chain"].get("chain_id"), (int, type(None))) and 0 < (config["chain"].get("chain_id") or 1)
          < 2**63, f"chain.chain_id must be a positive integer below 2**63, got {config['chain'].get('chain_id')!r}"),
-        (config["strategy"].get("rule", "fedavg") in RULE_NAMES,
-         f"unknown aggregation rule strategy.rule={config['strategy'].get('rule')!r}; choose one of {RULE_NAMES}"),
         (config["chain"]["backend"] in CHAIN_BACKENDS,
          f"unknown chain backend {config['chain']['backend']!r}; choose one of {CHAIN_BACKENDS}"),
         (config["storage"]["backend"] in STORE_BACKENDS,
@@ -144,6 +142,7 @@ def validate(config: dict[str, Any]) -> None:
     for holds, message in checks:
         if not holds:
             raise UsageError(message)
+    rule_named(config["strategy"]).check(config["quorum"])  # its parameters, against the smallest round
     parse_drills(config.get("drills") or [], participants)
     from fl_chain.tasks.catalog import check_task  # the tasks' code: only once a config is checked
 

@@ -76,6 +76,9 @@ contract Federation {
         /// itself and must be accounted for: no attempt finalizes before it unless every
         /// participant committed, and nothing committed within it may be called late
         uint64 commitGrace;
+        /// the aggregation rule's parameters, as its code defines them (fl_chain/rules.py):
+        /// validators and verifiers read them here, never from anyone's config
+        bytes32 ruleParameters;
     }
 
     struct Member {
@@ -151,6 +154,7 @@ contract Federation {
     uint64 public immutable maxExamples;
     uint64 public immutable updateNormBound;
     uint64 public immutable commitGrace;
+    bytes32 public immutable ruleParameters;
     uint256 private immutable deployedChainId;
     bytes32 private immutable deployedDomainSeparator;
 
@@ -260,6 +264,7 @@ contract Federation {
         maxExamples = parameters.maxExamples;
         updateNormBound = parameters.updateNormBound;
         commitGrace = parameters.commitGrace;
+        ruleParameters = parameters.ruleParameters;
         admin = admin_;
         deployedChainId = block.chainid;
         deployedDomainSeparator = _buildDomainSeparator();
@@ -525,7 +530,8 @@ contract Federation {
             committeeSize: committeeSize,
             maxExamples: maxExamples,
             updateNormBound: updateNormBound,
-            commitGrace: commitGrace
+            commitGrace: commitGrace,
+            ruleParameters: ruleParameters
         });
     }
 

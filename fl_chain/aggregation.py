@@ -44,7 +44,7 @@ def federated_average(updates: Sequence[WeightedUpdate]) -> dict[str, np.ndarray
     """
     if not updates:
         raise NoUpdates("no updates to average")
-    ordered = _in_address_order(updates)
+    ordered = in_address_order(updates)
     reference = ordered[0]
     schema = tensor_schema(reference.tensors)
     for update in ordered[1:]:
@@ -62,7 +62,7 @@ def federated_average(updates: Sequence[WeightedUpdate]) -> dict[str, np.ndarray
     }
 
 
-def _in_address_order(updates: Sequence[WeightedUpdate]) -> list[WeightedUpdate]:
+def in_address_order(updates: Sequence[WeightedUpdate]) -> list[WeightedUpdate]:
     """Updates sorted by the 20-byte address value; one update per address."""
     keyed: dict[bytes, WeightedUpdate] = {}
     for update in updates:

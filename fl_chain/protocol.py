@@ -104,7 +104,8 @@ class Federation:
     @property
     def rule(self) -> AggregationRule:
         """The aggregation rule the federation records: what every role combines updates with."""
-        return rule_for(self.ledger.parameters().aggregation_rule)
+        parameters = self.ledger.parameters()
+        return rule_for(parameters.aggregation_rule, parameters.rule_parameters)
 
 
 @dataclass(frozen=True)
@@ -448,10 +449,11 @@ def exclusion_code(error: FlChainError) -> ExclusionReason:
 # ---------------------------------------------------------------- 4. aggregate and finalize
 
 
-def aggregate(federation: Federation, round_number: int, collected: CollectedUpdates) -> tuple[dict[str, np.ndarray], Cid]:
-    """The federation's rule (from the chain) over the collected updates, stored as the
-    round's global model."""
-    tensors = federation.privacy.combine(federation.rule, collected.updates)
+def aggregate(federation: Federation, round_number: int, collected: CollectedUpdates,
+              base: Tensors) -> tuple[dict[str, np.ndarray], Cid]:
+    """The federation's rule (from the chain) over the collected updates and the round's
+    base model, stored as the round's global model."""
+    tensors = federation.privacy.combine(federation.rule, collected.updates, base)
     cid = federation.store.put(encode_global_model(federation, round_number, tensors))
     federation.store.pin(cid)
     return tensors, cid
@@ -542,7 +544,7 @@ def judge(federation: Federation, validator: Identity, round_number: int,
         valid.append(outcome)
     if len(valid) < federation.ledger.parameters().quorum:
         return Judgement(NO_VALID_AGGREGATE, (*disputes, f"only {len(valid)} valid updates, below the quorum"))
-    model = cid_of(encode_global_model(federation, round_number, federation.privacy.combine(federation.rule, valid)))
+    model = cid_of(encode_global_model(federation, round_number, federation.privacy.combine(federation.rule, valid, rules.base)))
     return Judgement(model, tuple(disputes))
 
 

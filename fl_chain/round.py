@@ -245,7 +245,7 @@ class RoundCoordinator:
             return False
         self.progress.stage(round_number, f"aggregating {len(collected.updates)} updates")
         with self._stage(stopwatch, "aggregate"):
-            _, global_model = protocol.aggregate(self.federation, round_number, collected)
+            _, global_model = protocol.aggregate(self.federation, round_number, collected, rules.base)
         self.checkpoint(round_number, "stored")
         self.progress.stage(round_number, "finalizing on chain")
         with self._stage(stopwatch, "finalize"):

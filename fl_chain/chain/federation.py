@@ -6,6 +6,7 @@ one definition of what the contract's numbers mean.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import struct
@@ -17,7 +18,7 @@ from typing import Any
 from eth_utils import to_checksum_address
 
 from fl_chain.chain.reverts import Revert
-from fl_chain.rules import rule_named
+from fl_chain.rules import AggregationRule, rule_named
 from fl_chain.storage.cid import Cid
 
 
@@ -127,7 +128,8 @@ class FederationParameters:
     example count; `update_norm_bound` is the largest L2 distance an update may have from
     its base model (anything farther is excluded as out of bounds); for `commit_grace`
     seconds after a round opens, participants the aggregator did not relay may commit
-    themselves, and no attempt finalizes before then unless every participant committed."""
+    themselves, and no attempt finalizes before then unless every participant committed;
+    `rule_parameters` are the aggregation rule's (fl_chain/rules.py), 32 bytes."""
 
     task_hash: bytes
     aggregation_rule: int
@@ -138,10 +140,17 @@ class FederationParameters:
     max_examples: int = 1_000_000
     update_norm_bound: float = 100.0
     commit_grace: int = 0
+    rule_parameters: bytes = bytes(32)
+
+    def to_json(self) -> dict[str, Any]:
+        """As federation files and `flchain status --json` show them (bytes in hex)."""
+        return {**dataclasses.asdict(self), "task_hash": "0x" + self.task_hash.hex(),
+                "rule_parameters": "0x" + self.rule_parameters.hex()}
 
     def as_abi(self) -> tuple:
         return (self.task_hash, self.aggregation_rule, self.quorum, self.round_duration, self.attestation_threshold,
-                self.committee_size, self.max_examples, float_bits(self.update_norm_bound), self.commit_grace)
+                self.committee_size, self.max_examples, float_bits(self.update_norm_bound), self.commit_grace,
+                self.rule_parameters)
 
     @classmethod
     def from_abi(cls, raw: Any) -> FederationParameters:
@@ -149,9 +158,10 @@ class FederationParameters:
         if isinstance(raw, Mapping):
             raw = [raw[name] for name in ("taskHash", "aggregationRule", "quorum", "roundDuration",
                                           "attestationThreshold", "committeeSize", "maxExamples", "updateNormBound",
-                                          "commitGrace")]
-        task, rule, quorum, duration, threshold, committee, max_examples, norm_bits, grace = raw
-        return cls(bytes(task), rule, quorum, duration, threshold, committee, max_examples, bits_float(norm_bits), grace)
+                                          "commitGrace", "ruleParameters")]
+        task, rule, quorum, duration, threshold, committee, max_examples, norm_bits, grace, rule_parameters = raw
+        return cls(bytes(task), rule, quorum, duration, threshold, committee, max_examples, bits_float(norm_bits), grace,
+                   bytes(rule_parameters))
 
 
 def float_bits(value: float) -> int:
@@ -314,19 +324,20 @@ def experiment_of(config: Mapping[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in config.items() if key not in WHERE_NOT_WHAT}
 
 
-def _rule_code(strategy: object) -> int:
+def _rule(strategy: object) -> AggregationRule:
     if not isinstance(strategy, Mapping):
         raise TypeError(f"strategy is {type(strategy).__name__}, not a mapping")
-    return rule_named(str(strategy.get("rule", "fedavg"))).code
+    return rule_named(strategy)
 
 
 def parameters_for(config: Mapping[str, Any]) -> FederationParameters:
     """The parameters a federation for this experiment must have: what `flchain run` and
     `flchain deploy` deploy, and what participants and `verify` check the chain against
     (a task hash alone would let a deployer loosen the bounds the contract enforces)."""
+    rule = _rule(config["strategy"])
     return FederationParameters(
         task_hash=task_hash(config),
-        aggregation_rule=_rule_code(config["strategy"]),
+        aggregation_rule=rule.code,
         quorum=int(config["quorum"]),
         round_duration=int(config["round_duration"]),
         attestation_threshold=int(config["attestation_threshold"]),
@@ -334,6 +345,7 @@ def parameters_for(config: Mapping[str, Any]) -> FederationParameters:
         max_examples=int(config["max_examples"]),
         update_norm_bound=float(config["max_update_norm"]),
         commit_grace=int(config["commit_grace"]),
+        rule_parameters=rule.parameters,
     )
 
 

@@ -44,7 +44,7 @@ class FederationFile:
     deployed_block: int | None = None
 
     def to_json(self) -> dict[str, Any]:
-        parameters = {**dataclasses.asdict(self.parameters), "task_hash": "0x" + self.parameters.task_hash.hex()}
+        parameters = self.parameters.to_json()
         return {
             "format": FORMAT,
             "address": self.address,
@@ -87,6 +87,7 @@ class FederationFile:
             max_examples=_integer(raw["max_examples"], "parameters.max_examples"),
             update_norm_bound=_number(raw["update_norm_bound"], "parameters.update_norm_bound"),
             commit_grace=_integer(raw["commit_grace"], "parameters.commit_grace"),
+            rule_parameters=_hex_bytes(raw["rule_parameters"], 32, "parameters.rule_parameters"),
         )
         admin, block = document.get("admin"), document.get("deployed_block")
         return cls(

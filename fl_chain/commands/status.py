@@ -8,7 +8,6 @@ attestations, global model, deadline), read from the chain, not from any run dir
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,7 +19,8 @@ from fl_chain.chain.federation_file import FederationFile
 from fl_chain.chain.ledger import Ledger
 from fl_chain.chain.opening import attach_federation
 from fl_chain.commands.members import member_json, members_table, table
-from fl_chain.rules import RULES
+from fl_chain.errors import UsageError
+from fl_chain.rules import rule_for
 from fl_chain.storage.cid import Cid
 
 
@@ -83,7 +83,7 @@ class FederationStatus:
                 "chain_id": self.chain_id,
                 "admin": self.admin,
                 "aggregator": self.aggregator,
-                "parameters": {**dataclasses.asdict(self.parameters), "task_hash": "0x" + self.parameters.task_hash.hex()},
+                "parameters": self.parameters.to_json(),
                 "genesis_model": _cid(self.genesis_model),
                 "latest_accepted": {"round": self.latest_round, "global_model": str(self.latest_model)},
             },
@@ -110,7 +110,7 @@ class FederationStatus:
             ("admin", self.admin),
             ("aggregator", self.aggregator or "none appointed"),
             ("task hash", "0x" + parameters.task_hash.hex()),
-            ("aggregation rule", _rule_name(parameters.aggregation_rule)),
+            ("aggregation rule", _rule_name(parameters)),
             ("quorum", str(parameters.quorum)),
             ("round duration", f"{parameters.round_duration} s"),
             ("attestation threshold", str(parameters.attestation_threshold)),
@@ -145,6 +145,9 @@ def _utc(timestamp: int) -> str:
     return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
 
 
-def _rule_name(code: int) -> str:
-    known = RULES.get(code)
-    return f"{code} ({known.name})" if known else f"{code} (unknown to this fl-chain)"
+def _rule_name(parameters: FederationParameters) -> str:
+    try:
+        rule = rule_for(parameters.aggregation_rule, parameters.rule_parameters)
+    except UsageError:
+        return f"{parameters.aggregation_rule} (unknown to this fl-chain, parameters 0x{parameters.rule_parameters.hex()})"
+    return f"{rule.code} ({rule.name}: {rule.description})"

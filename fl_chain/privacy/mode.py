@@ -11,7 +11,7 @@ that hash before using it.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
 import numpy as np
@@ -40,6 +40,7 @@ class PrivacyMode(ABC):
     def read_header(self, blob: bytes) -> UpdateHeader:
         """What a blob claims to be, readable without keys (an auditor's first check)."""
 
-    def combine(self, rule: AggregationRule, updates: Sequence[WeightedUpdate]) -> dict[str, np.ndarray]:
-        """The round's global model from its opened, valid updates."""
-        return rule.aggregate(updates)
+    def combine(self, rule: AggregationRule, updates: Sequence[WeightedUpdate],
+                base: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The round's global model from its opened, valid updates and its base model."""
+        return rule.aggregate(updates, base)

@@ -637,7 +637,7 @@ def _reaggregate(federation: Federation, lineage: RoundLineage, keys: list[Openi
     except FlChainError as unknown:
         findings.failed("re-aggregation", str(unknown), round=number)
         return
-    recomputed = cid_of(encode_global_model(federation, number, federation.privacy.combine(rule, valid)))
+    recomputed = cid_of(encode_global_model(federation, number, federation.privacy.combine(rule, valid, rules.base)))
     matches = findings.expect("re-aggregation", str(lineage.global_model), str(recomputed),
                               f"{rule.description} (rule {rule.code}, as the federation records)", round=number)
     for validator, cid in lineage.dissents:

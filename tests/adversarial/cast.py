@@ -26,6 +26,7 @@ from fl_chain.participant import Evaluated, ParticipantRole, Trained
 from fl_chain.progress import Progress
 from fl_chain.protocol import Federation
 from fl_chain.round import RoundCoordinator, RoundPlan
+from fl_chain.rules import AggregationRule, FedAvg
 from fl_chain.runlog import RunLog
 from fl_chain.storage.blockstore import LocalStore
 
@@ -99,13 +100,14 @@ class Cast:
 
 
 def found_cast(directory: Path, *, quorum: int = 3, threshold: int = 2, committee_size: int = 0,
-               max_update_norm: float = 10.0, caps: list[int] | None = None, commit_grace: int = 0) -> Cast:
+               max_update_norm: float = 10.0, caps: list[int] | None = None, commit_grace: int = 0,
+               rule: AggregationRule = FedAvg()) -> Cast:
     consortium = SimulatedConsortium.create(7, PARTICIPANTS, VALIDATORS, seed_accounts=True)
     embedded = EmbeddedChain.create(directory / "ledger", funded=consortium.transacting_addresses)
     store = LocalStore(directory / "store")
     genesis = protocol.publish_genesis_model(store, genesis_model())
-    parameters = FederationParameters(b"\x01" * 32, 0, quorum, 600, threshold, committee_size, 1000, max_update_norm,
-                                      commit_grace)
+    parameters = FederationParameters(b"\x01" * 32, rule.code, quorum, 600, threshold, committee_size, 1000,
+                                      max_update_norm, commit_grace, rule.parameters)
     chain = embedded.connect()
     exact = caps or [len(local_data(i)[1]) for i in range(PARTICIPANTS)]
     federation = Federation(consortium.found(chain, parameters, genesis, exact), store)

@@ -89,7 +89,7 @@ def test_a_history_with_an_impersonated_attestation_does_not_verify(anvil_binary
         protocol.relay(federation, consortium.aggregator, receipts)
         collected = protocol.collect(federation, consortium.aggregator.x25519_private, 1,
                                      protocol.UpdateRules.for_round(federation, 1))
-        _, model = protocol.aggregate(federation, 1, collected)
+        _, model = protocol.aggregate(federation, 1, collected, base)
         protocol.finalize(federation, consortium.aggregator, 1, model, collected)
         honest, forged = consortium.validators[0], consortium.validators[1]
         protocol.attest(federation, honest, 1, protocol.judge(federation, honest, 1).model)

@@ -120,7 +120,7 @@ def test_validators_added_mid_round_or_off_the_committee_do_not_count(tmp_path: 
     protocol.relay(cast.federation, aggregator, receipts)
     collected = protocol.collect(cast.federation, aggregator.x25519_private, 1,
                                  protocol.UpdateRules.for_round(cast.federation, 1))
-    _, model = protocol.aggregate(cast.federation, 1, collected)
+    _, model = protocol.aggregate(cast.federation, 1, collected, base)
     protocol.finalize(cast.federation, aggregator, 1, model, collected)
     with pytest.raises(TransactionReverted, match="not on the committee drawn to attest round 1"):
         protocol.attest(cast.federation, newcomer, 1, model)
