@@ -105,7 +105,9 @@ class Federation:
     def rule(self) -> AggregationRule:
         """The aggregation rule the federation records: what every role combines updates with."""
         parameters = self.ledger.parameters()
-        return rule_for(parameters.aggregation_rule, parameters.rule_parameters)
+        rule = rule_for(parameters.aggregation_rule, parameters.rule_parameters)
+        rule.check(parameters.quorum)  # a deployer writing the contract directly skips the config's check
+        return rule
 
 
 @dataclass(frozen=True)

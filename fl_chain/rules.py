@@ -18,7 +18,6 @@ FedProx is not a rule: its proximal term is part of each participant's local tra
 from __future__ import annotations
 
 import math
-import struct
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ import numpy as np
 
 from fl_chain.aggregation import WeightedUpdate, federated_average, in_address_order
 from fl_chain.errors import AggregationError, UsageError
+from fl_chain.floatbits import bits_float, float_bits
 
 Tensors = Mapping[str, np.ndarray]
 WORDS = 4  # the contract's bytes32 of rule parameters: four big-endian 64-bit words
@@ -109,11 +109,11 @@ class TrimmedMean(AggregationRule):
         return f"coordinate-wise mean of the valid updates, trimming {self.beta:g} at each end"
 
     def words(self) -> tuple[int, ...]:
-        return (_float_bits(self.beta),)
+        return (float_bits(self.beta),)
 
     @classmethod
     def from_words(cls, words: tuple[int, ...]) -> TrimmedMean:
-        return cls(_bits_float(words[0]))
+        return cls(bits_float(words[0]))
 
     @classmethod
     def from_config(cls, strategy: Mapping[str, Any]) -> TrimmedMean:
@@ -227,11 +227,11 @@ class Clipped(AggregationRule):
         return f"FedAvg of the valid updates, each clipped to {bound} from the base model"
 
     def words(self) -> tuple[int, ...]:
-        return (_float_bits(self.bound),)
+        return (float_bits(self.bound),)
 
     @classmethod
     def from_words(cls, words: tuple[int, ...]) -> Clipped:
-        return cls(_bits_float(words[0]))
+        return cls(bits_float(words[0]))
 
     @classmethod
     def from_config(cls, strategy: Mapping[str, Any]) -> Clipped:
@@ -304,10 +304,3 @@ def _ordered_sum(stacked: np.ndarray) -> np.ndarray:
 def _flattened(tensors: Tensors) -> np.ndarray:
     return np.concatenate([np.asarray(tensors[name], np.float64).reshape(-1) for name in sorted(tensors)])
 
-
-def _float_bits(value: float) -> int:
-    return struct.unpack(">Q", struct.pack(">d", float(value)))[0]
-
-
-def _bits_float(bits: int) -> float:
-    return struct.unpack(">d", struct.pack(">Q", bits))[0]

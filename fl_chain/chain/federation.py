@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum, IntFlag
@@ -18,6 +17,7 @@ from typing import Any
 from eth_utils import to_checksum_address
 
 from fl_chain.chain.reverts import Revert
+from fl_chain.floatbits import bits_float, float_bits
 from fl_chain.rules import AggregationRule, rule_named
 from fl_chain.storage.cid import Cid
 
@@ -162,15 +162,6 @@ class FederationParameters:
         task, rule, quorum, duration, threshold, committee, max_examples, norm_bits, grace, rule_parameters = raw
         return cls(bytes(task), rule, quorum, duration, threshold, committee, max_examples, bits_float(norm_bits), grace,
                    bytes(rule_parameters))
-
-
-def float_bits(value: float) -> int:
-    """The IEEE-754 binary64 bits of `value`, as the contract stores a real number."""
-    return struct.unpack("<Q", struct.pack("<d", float(value)))[0]
-
-
-def bits_float(bits: int) -> float:
-    return struct.unpack("<d", struct.pack("<Q", int(bits)))[0]
 
 
 @dataclass(frozen=True)

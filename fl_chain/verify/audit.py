@@ -634,10 +634,11 @@ def _reaggregate(federation: Federation, lineage: RoundLineage, keys: list[Openi
         return
     try:
         rule = federation.rule
-    except FlChainError as unknown:
-        findings.failed("re-aggregation", str(unknown), round=number)
+        recomputed = cid_of(encode_global_model(federation, number, federation.privacy.combine(rule, valid,
+                                                                                               rules.base)))
+    except FlChainError as unusable:  # a rule this fl-chain does not know, or cannot apply to these updates
+        findings.failed("re-aggregation", str(unusable), round=number)
         return
-    recomputed = cid_of(encode_global_model(federation, number, federation.privacy.combine(rule, valid, rules.base)))
     matches = findings.expect("re-aggregation", str(lineage.global_model), str(recomputed),
                               f"{rule.description} (rule {rule.code}, as the federation records)", round=number)
     for validator, cid in lineage.dissents:

@@ -17,6 +17,7 @@ import pytest
 from adversarial.cast import found_cast, trainer
 from fl_chain import protocol
 from fl_chain.chain.federation import RoundStatus
+from fl_chain.errors import UsageError
 from fl_chain.keyfile import OpeningKey
 from fl_chain.messages import Ticket
 from fl_chain.participant import ParticipantRole
@@ -66,3 +67,13 @@ def test_a_robust_rule_on_chain_keeps_the_model_near_the_honest_one(tmp_path: Pa
     robust = accepted_model(tmp_path / "robust", rule, attacked=True)
     fedavg = accepted_model(tmp_path / "fedavg", FedAvg(), attacked=True)
     assert distance(robust, clean) < 0.2 * distance(fedavg, clean), (distance(robust, clean), distance(fedavg, clean))
+
+
+def test_a_rule_deployed_with_parameters_its_guarantee_forbids_is_refused_by_every_role(tmp_path: Path) -> None:
+    """A deployer writing the contract directly skips the config's check (Krum with f=2
+    needs more than 6 updates a round; the quorum is 5): the rule is refused where it is
+    read from the chain, before anything is aggregated under it, in one line."""
+    cast = found_cast(tmp_path, quorum=5, max_update_norm=1e6, rule=Krum(2))
+    with pytest.raises(UsageError, match=r"krum with f=2 needs more than 2f \+ 2 = 6 updates .* the quorum is 5"):
+        cast.coordinator(rounds=1, max_attempts=1).run()
+    assert cast.ledger.round(1).status != RoundStatus.ACCEPTED
