@@ -10,7 +10,13 @@ here until it is mapped) and the bridge must serve it.
 from __future__ import annotations
 
 import ast
+import json
+import socket
+import struct
+import urllib.request
 from pathlib import Path
+
+import pytest
 
 from eth_account import Account
 
@@ -65,3 +71,22 @@ def test_a_transaction_is_found_by_its_hash_over_the_bridge(tmp_path: Path) -> N
         assert web3.provider.make_request("eth_getTransactionByHash", ["0x" + "00" * 32])["result"] is None
         chain.close()
 
+
+
+def test_callers_that_hang_up_or_send_garbage_get_no_traceback_and_the_bridge_keeps_serving(
+        tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """A killed participant's half-sent request is routine; it must not print a stack trace."""
+    embedded = EmbeddedChain.create(tmp_path / "ledger")
+    with RpcBridge(embedded.web3) as url:
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port))) as half_sent:
+            half_sent.sendall(b"POST / HTTP/1.1\r\nContent-Length: 500\r\n\r\n{\"jsonrpc\"")
+            half_sent.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # reset, not FIN
+        garbage = urllib.request.urlopen(urllib.request.Request(url, data=b"{not json", method="POST"), timeout=10)
+        assert json.loads(garbage.read())["error"]["code"] == -32700
+        not_a_request = urllib.request.urlopen(urllib.request.Request(url, data=b"[1, \"x\"]", method="POST"), timeout=10)
+        assert [reply["error"]["code"] for reply in json.loads(not_a_request.read())] == [-32600, -32600]
+        chain = rpc.connect(url)
+        assert chain.web3.eth.block_number >= 0
+        chain.close()
+    assert "Traceback" not in capfd.readouterr().err

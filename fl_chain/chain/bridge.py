@@ -11,6 +11,7 @@ calling the in-process web3 and encoding the answers as JSON-RPC. It listens on
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -116,6 +117,22 @@ def _handlers(web3: Web3, increase_time: Callable[[int], None] | None) -> dict[s
     }
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """Drops a caller that hangs up mid-request without a traceback.
+
+    A participant process that is killed, or times out and closes its socket, is routine in
+    a run; socketserver's default would print a stack trace into the run's output for each.
+    """
+
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        error = sys.exc_info()[1]
+        if isinstance(error, (ConnectionError, TimeoutError)):
+            return
+        print(f"rpc bridge: request from {client_address[0]} failed: {type(error).__name__}: {error}", file=sys.stderr)
+
+
 class RpcBridge:
     """`with RpcBridge(web3) as url:` serves `web3`'s chain at `url` until the block ends.
 
@@ -131,9 +148,7 @@ class RpcBridge:
             disable_nagle_algorithm = True  # else small replies wait on delayed ACKs
 
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                request = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-                replies = [_answer(item) for item in request] if isinstance(request, list) else _answer(request)
-                body = json.dumps(replies).encode()
+                body = json.dumps(_reply_to(self.rfile.read(int(self.headers.get("Content-Length") or 0)))).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
@@ -143,7 +158,18 @@ class RpcBridge:
             def log_message(self, *_args: Any) -> None:
                 """Quiet: one line per request would drown the run's progress output."""
 
-        def _answer(request: dict[str, Any]) -> dict[str, Any]:
+        def _reply_to(body: bytes) -> Any:
+            try:
+                request = json.loads(body)
+            except ValueError as error:
+                return {"jsonrpc": "2.0", "id": None, "error": {"code": -32700, "message": f"not JSON: {error}"}}
+            if isinstance(request, list):
+                return [_answer(item) for item in request]
+            return _answer(request)
+
+        def _answer(request: Any) -> dict[str, Any]:
+            if not isinstance(request, dict):
+                return {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": "not a JSON-RPC request"}}
             reply: dict[str, Any] = {"jsonrpc": "2.0", "id": request.get("id")}
             handler = handlers.get(request.get("method", ""))
             if handler is None:
@@ -158,8 +184,7 @@ class RpcBridge:
                 reply["error"] = {"code": -32000, "message": f"{type(error).__name__}: {error}"}
             return reply
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
+        self._server = _QuietServer(("127.0.0.1", 0), Handler)
         self._thread = threading.Thread(target=self._server.serve_forever, name="rpc-bridge", daemon=True)
 
     @property
