@@ -39,7 +39,7 @@ from fl_chain.privacy import mode_of
 from fl_chain.progress import Progress
 from fl_chain.protocol import Federation
 from fl_chain.round import RoundPlan
-from fl_chain.runlog import RunLog, shown_figures
+from fl_chain.runlog import RunLog, outlier_lines, shown_figures
 from fl_chain.settings import RunSettings
 from fl_chain.storage.blockstore import LocalStore
 from fl_chain.tasks.catalog import open_task
@@ -137,4 +137,6 @@ def _finish(run_dir: Path, ledger: Ledger, store: LocalStore, runlog: RunLog, pr
     summary = runlog.write_final(chain_info, final_round, str(final_model))
     progress.note(f"final {shown_figures(runlog.rounds[-1].metrics)}, model {final_model}, "
                   f"{sum(r.accepted for r in runlog.rounds)} rounds accepted")
+    for line in outlier_lines(summary["outliers"], len(runlog.rounds)):
+        progress.note(line)
     return summary

@@ -56,7 +56,10 @@ contract Federation {
         /// the update is farther from the base model than the federation's norm bound
         OutOfBounds,
         /// committed after the aggregator read the round's commitments (set by the contract)
-        Late
+        Late,
+        /// farther from the round's coordinate-wise median update than the federation's
+        /// outlier test allows (its factor is the last word of the rule's parameters)
+        Outlier
     }
 
     /// What is fixed at deployment.

@@ -34,7 +34,7 @@ from fl_chain.privacy import mode_of
 from fl_chain.progress import Progress
 from fl_chain.protocol import ProtocolError
 from fl_chain.round import RoundPlan
-from fl_chain.runlog import RunLog, shown_figures
+from fl_chain.runlog import RunLog, outlier_lines, shown_figures
 from fl_chain.settings import RunSettings
 from fl_chain.storage.backends import open_store
 from fl_chain.storage.blockstore import ContentStore
@@ -129,6 +129,8 @@ class Experiment:
         summary = runlog.write_final(chain_info, final_round, str(final_model), baseline)
         progress.note(f"final {shown_figures(runlog.rounds[-1].metrics)} (centralized {shown_figures(baseline)}), "
                       f"model {final_model}, {sum(r.accepted for r in runlog.rounds)} rounds accepted")
+        for line in outlier_lines(summary["outliers"], len(runlog.rounds)):
+            progress.note(line)
         return summary
 
     def _plot(self, runlog: RunLog, baseline: dict[str, float]) -> None:

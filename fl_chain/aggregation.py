@@ -114,3 +114,8 @@ def _schema_difference(reference: Sequence[SchemaEntry], other: Sequence[SchemaE
             found_text = f"{other_dtype}{list(other_shape)}"
             return f"tensor {name!r} is {found_text}, expected {dtype}{list(shape)}"
     return ""
+
+
+def flattened(tensors: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Every tensor's values in one float64 vector, tensors in name order (for distances)."""
+    return np.concatenate([np.asarray(tensors[name], np.float64).reshape(-1) for name in sorted(tensors)])

@@ -31,6 +31,16 @@ KEYS_FORMAT = "fl-chain-consortium/1"
 KEYS_FILE = "consortium.json"
 
 
+def seeded_participant_address(seed: int, index: int) -> str:
+    """The address participant `index` of a run with `seed` has on the run's own chain
+    (what orders its update among the others wherever a rule sums in address order)."""
+    return Identity.derive(_namespace(seed), f"participant-{index}").address
+
+
+def _namespace(seed: int) -> str:
+    return f"fl-chain simulation seed {seed}"
+
+
 @dataclass(frozen=True)
 class SimulatedConsortium:
     """The admin, the aggregator, and participants of which the first few also validate."""
@@ -46,10 +56,8 @@ class SimulatedConsortium:
     def create(cls, seed: int, num_participants: int, num_validators: int, *,
                seed_accounts: bool) -> SimulatedConsortium:
         """Fresh X25519 keys; accounts from the seed when `seed_accounts`, else fresh."""
-        namespace = f"fl-chain simulation seed {seed}"
-
         def member(label: str) -> Identity:
-            account = Identity.derive(namespace, label).account if seed_accounts else Account.create()
+            account = Identity.derive(_namespace(seed), label).account if seed_accounts else Account.create()
             return Identity(account, X25519PrivateKey.generate())
 
         return cls(seed, member("admin"), member("aggregator"),

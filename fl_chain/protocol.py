@@ -63,6 +63,7 @@ from fl_chain.errors import (
 )
 from fl_chain.identity import Identity
 from fl_chain.messages import Ticket
+from fl_chain.outliers import Screening, UpdateScore, screen
 from fl_chain.privacy import SEALED, PrivacyMode
 from fl_chain.rules import AggregationRule, rule_for
 from fl_chain.storage.blockstore import ContentStore
@@ -448,7 +449,20 @@ def exclusion_code(error: FlChainError) -> ExclusionReason:
     return ExclusionReason.UNDECRYPTABLE  # any other failure to open the envelope
 
 
-# ---------------------------------------------------------------- 4. aggregate and finalize
+# ---------------------------------------------------------------- 4. screen, aggregate and finalize
+
+
+def screen_outliers(federation: Federation, round_number: int, collected: CollectedUpdates,
+                    base: Tensors) -> tuple[CollectedUpdates, Screening]:
+    """The collected updates after the federation's outlier test (recorded with its rule):
+    the flagged ones move to the exclusions with the `outlier` code and their scores."""
+    screening = screen(collected.updates, base, federation.rule.outliers, federation.ledger.parameters().quorum)
+    outliers = tuple(
+        Exclusion(update.sender, f"{ExclusionReason.OUTLIER.explain(update.sender, round_number)}: "
+                                 f"{screening.score_of(update.sender).describe(screening.threshold)}",
+                  ExclusionReason.OUTLIER)
+        for update in screening.outliers)
+    return CollectedUpdates(screening.kept, collected.exclusions + outliers, collected.seen), screening
 
 
 def aggregate(federation: Federation, round_number: int, collected: CollectedUpdates,
@@ -498,6 +512,7 @@ class Judgement:
 
     model: Cid
     disputes: tuple[str, ...] = ()
+    scores: tuple[UpdateScore, ...] = ()  # the validator's own outlier-test scores of the valid updates
 
 
 def judge(federation: Federation, validator: Identity, round_number: int,
@@ -541,13 +556,33 @@ def judge(federation: Federation, validator: Identity, round_number: int,
             continue
         if claimed == ExclusionReason.LATE and position > last_accounted:
             continue
-        reason = "late" if claimed == ExclusionReason.LATE else (claimed.label if claimed else "no reason")
-        disputes.append(f"{record.participant} was excluded ({reason}) but its update is valid")
-        valid.append(outcome)
-    if len(valid) < federation.ledger.parameters().quorum:
+        valid.append(outcome)  # valid and not rightly left out: the outlier test decides (below)
+    quorum = federation.ledger.parameters().quorum
+    if len(valid) < quorum:
         return Judgement(NO_VALID_AGGREGATE, (*disputes, f"only {len(valid)} valid updates, below the quorum"))
-    model = cid_of(encode_global_model(federation, round_number, federation.privacy.combine(federation.rule, valid, rules.base)))
-    return Judgement(model, tuple(disputes))
+    screening = screen(valid, rules.base, federation.rule.outliers, quorum)
+    disputes += _screening_disputes(screening, included, exclusions)
+    model = cid_of(encode_global_model(federation, round_number,
+                                       federation.privacy.combine(federation.rule, screening.kept, rules.base)))
+    return Judgement(model, tuple(disputes), screening.scores)
+
+
+def _screening_disputes(screening: Screening, included: set[str],
+                        exclusions: Mapping[str, ExclusionReason]) -> list[str]:
+    """What a validator's own outlier test says the aggregator got wrong: an outlier it
+    included, or a valid update that passes the test and was left out anyway."""
+    disputes = []
+    for update in screening.outliers:
+        if update.sender in included:
+            disputes.append(f"{update.sender} is included but is an outlier: "
+                            f"{screening.score_of(update.sender).describe(screening.threshold)}")
+    for update in screening.kept:
+        claimed = exclusions.get(update.sender)
+        if update.sender not in included:
+            reason = "late" if claimed == ExclusionReason.LATE else (claimed.label if claimed else "no reason")
+            disputes.append(f"{update.sender} was excluded ({reason}) but its update is valid"
+                            + (" and passes the outlier test" if claimed == ExclusionReason.OUTLIER else ""))
+    return disputes
 
 
 def recompute(federation: Federation, validator: Identity, round_number: int) -> Cid:

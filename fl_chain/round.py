@@ -37,6 +37,7 @@ from fl_chain.messages import (
     read_float,
     weighted_metrics,
 )
+from fl_chain.outliers import Screening, UpdateScore
 from fl_chain.progress import Progress
 from fl_chain.protocol import Federation, ProtocolError
 from fl_chain.runlog import RoundSummary, RunLog, shown_figures
@@ -74,6 +75,8 @@ class RoundCoordinator:
         self.progress = progress
         self.checkpoint = checkpoint or (lambda _round, _point: None)
         self._exclusions: list[tuple[str, str]] = []
+        self._scores: dict[str, UpdateScore] = {}  # the outlier test's, of each valid update of the round
+        self._outliers: set[str] = set()  # whose updates the test excluded this round
         self._metrics: dict[str, dict[str, float]] = {}  # each participant's own figures
         self._signed: dict[str, dict[str, float]] = {}  # each participant's signed evaluation
         self._evaluations: list[Evaluation] = []
@@ -103,6 +106,7 @@ class RoundCoordinator:
         stopwatch = Stopwatch()
         gas_before = self.ledger.chain.gas_used
         self._exclusions, self._metrics, self._signed, self._evaluations, self._attest_gas = [], {}, {}, [], 0
+        self._scores, self._outliers = {}, set()
         self.gas = {}
         resumed = self.ledger.round(round_number).status != RoundStatus.NONE
         with stopwatch("total"):
@@ -121,6 +125,7 @@ class RoundCoordinator:
             exclusions=[{"participant": participant, "reason": reason} for participant, reason in self._exclusions],
             attempt=state.attempt,
             resumed=resumed,
+            outliers=sorted(self._outliers, key=lambda address: int(address, 16)),
         )
         self._record_participants(round_number)
         self.runlog.evaluations(self._evaluations)
@@ -243,6 +248,13 @@ class RoundCoordinator:
             # the contract records no model for a failing attempt: the base stands in for one
             protocol.finalize(self.federation, self.aggregator, round_number, ticket.base, collected)
             return False
+        with self._stage(stopwatch, "aggregate"):
+            screened, screening = self.screen(round_number, collected, rules.base)
+        self._scores = {score.participant: score for score in screening.scores}
+        self._outliers |= {update.sender for update in screening.outliers}
+        for exclusion in screened.exclusions[len(collected.exclusions):]:
+            self._exclude(exclusion.participant, exclusion.reason)
+        collected = screened
         self.progress.stage(round_number, f"aggregating {len(collected.updates)} updates")
         with self._stage(stopwatch, "aggregate"):
             _, global_model = protocol.aggregate(self.federation, round_number, collected, rules.base)
@@ -261,6 +273,13 @@ class RoundCoordinator:
         with its reason): what the round aggregates and the contract accounts for."""
         return protocol.collect(self.federation, self.aggregator.x25519_private, round_number, rules,
                                 stopwatch=stopwatch)
+
+    def screen(self, round_number: int, collected: protocol.CollectedUpdates,
+               base: protocol.Tensors) -> tuple[protocol.CollectedUpdates, Screening]:
+        """The federation's outlier test over the valid updates: the flagged ones become
+        exclusions with the outlier reason (validators re-run the same test and dissent
+        from any other verdict)."""
+        return protocol.screen_outliers(self.federation, round_number, collected, base)
 
     # ------------------------------------------------------------ finalized -> accepted
 
@@ -421,11 +440,14 @@ class RoundCoordinator:
         for participant in sorted(self._metrics.keys() | self._signed.keys() | excluded.keys(),
                                   key=lambda address: int(address, 16)):
             metrics = self._metrics.get(participant, {})
+            score = self._scores.get(participant)
             seconds = {key.removeprefix("seconds_"): value for key, value in metrics.items() if key.startswith("seconds_")}
             self.runlog.participant(
                 round_number, participant, seconds, self._signed.get(participant, {}), train_loss=metrics.get("loss"),
                 examples=_count(metrics.get("examples")), bytes=_count(metrics.get("bytes")),
                 gas=_count(metrics.get("gas")), excluded="; ".join(excluded.get(participant, [])) or None,
+                centre_distance=score.distance if score else None, centre_cosine=score.cosine if score else None,
+                step_norm=score.norm if score else None,
             )
 
 

@@ -20,28 +20,51 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 import numpy as np
 
-from fl_chain.aggregation import WeightedUpdate, federated_average, in_address_order
+from fl_chain.aggregation import WeightedUpdate, federated_average, flattened, in_address_order
 from fl_chain.errors import AggregationError, UsageError
 from fl_chain.floatbits import bits_float, float_bits
 
 Tensors = Mapping[str, np.ndarray]
 WORDS = 4  # the contract's bytes32 of rule parameters: four big-endian 64-bit words
+OUTLIER_WORD = WORDS - 1  # the last word is the outlier test's factor (fl_chain/outliers.py); the rule has the rest
+MAX_OUTLIER_FACTOR = 1e6
 
 
+@dataclass(frozen=True)
 class AggregationRule(ABC):
+    """A rule, and the factor of the outlier test run before it (0: none): an update
+    farther from the round's coordinate-wise median than `outliers` times the median
+    such distance is excluded on chain as an outlier (fl_chain/outliers.py)."""
+
+    outliers: float = field(default=0.0, kw_only=True)
     code: ClassVar[int]
     name: ClassVar[str]
     paper: ClassVar[str]
 
+    def __post_init__(self) -> None:
+        factor = self.outliers
+        if not (isinstance(factor, (int, float)) and not isinstance(factor, bool) and math.isfinite(factor)
+                and math.copysign(1.0, factor) > 0 and (factor == 0 or 1 <= factor <= MAX_OUTLIER_FACTOR)):
+            raise UsageError(f"strategy.outlier_factor must be 0 (no outlier test) or in [1, {MAX_OUTLIER_FACTOR:g}] "
+                             f"(a multiple of the round's median distance to its centre), got {factor!r}")
+
+    @property
+    def description(self) -> str:
+        """The rule, its parameters and its outlier test, in words (reports and verify's findings)."""
+        if not self.outliers:
+            return self.summary
+        return (f"{self.summary}, after excluding as outliers updates farther than {self.outliers:g}x the median "
+                "distance from the coordinate-wise median")
+
     @property
     @abstractmethod
-    def description(self) -> str:
-        """The rule and its parameters, in words (reports and verify's findings)."""
+    def summary(self) -> str:
+        """The rule and its own parameters, in words."""
 
     @abstractmethod
     def aggregate(self, updates: Sequence[WeightedUpdate], base: Tensors) -> dict[str, np.ndarray]:
@@ -60,21 +83,24 @@ class AggregationRule(ABC):
     def from_config(cls, strategy: Mapping[str, Any]) -> AggregationRule:
         return cls()
 
+    def with_outliers(self, factor: float) -> AggregationRule:
+        return replace(self, outliers=factor)
+
     def check(self, quorum: int) -> None:  # noqa: B027 - most rules hold for any quorum
         """Refuses parameters the rule's guarantee does not allow when every finalized
         round has at least `quorum` valid updates."""
 
     @property
     def parameters(self) -> bytes:
-        words = self.words()
-        return b"".join(word.to_bytes(8, "big") for word in (*words, *[0] * (WORDS - len(words))))
+        words = (*self.words(), *[0] * (OUTLIER_WORD - len(self.words())), float_bits(float(self.outliers)))
+        return b"".join(word.to_bytes(8, "big") for word in words)
 
 
 class FedAvg(AggregationRule):
     code = 0
     name = "fedavg"
     paper = "McMahan et al. 2017, Communication-Efficient Learning of Deep Networks from Decentralized Data"
-    description = "FedAvg of the valid updates that should be included"
+    summary = "FedAvg of the valid updates that should be included"
 
     def aggregate(self, updates: Sequence[WeightedUpdate], base: Tensors) -> dict[str, np.ndarray]:
         return federated_average(updates)
@@ -84,7 +110,7 @@ class Median(AggregationRule):
     code = 2
     name = "median"
     paper = "Yin et al. 2018, Byzantine-Robust Distributed Learning: Towards Optimal Statistical Rates"
-    description = "coordinate-wise median of the valid updates"
+    summary = "coordinate-wise median of the valid updates"
 
     def aggregate(self, updates: Sequence[WeightedUpdate], base: Tensors) -> dict[str, np.ndarray]:
         return _per_coordinate(updates, lambda stacked: np.median(stacked, axis=0))
@@ -100,12 +126,13 @@ class TrimmedMean(AggregationRule):
     paper: ClassVar[str] = Median.paper
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not (isinstance(self.beta, (int, float)) and not isinstance(self.beta, bool) and 0 <= self.beta < 0.5):
             raise UsageError(f"trimmed_mean needs 0 <= strategy.beta < 0.5 (the share trimmed at each end), "
                              f"got {self.beta!r}")
 
     @property
-    def description(self) -> str:
+    def summary(self) -> str:
         return f"coordinate-wise mean of the valid updates, trimming {self.beta:g} at each end"
 
     def words(self) -> tuple[int, ...]:
@@ -141,6 +168,7 @@ class MultiKrum(AggregationRule):
                             "Gradient Descent")
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         for key in ("f", "m"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < (0 if key == "f" else 1):
@@ -148,7 +176,7 @@ class MultiKrum(AggregationRule):
                                  f"got {value!r}")
 
     @property
-    def description(self) -> str:
+    def summary(self) -> str:
         return f"{self.name} of the valid updates (f={self.f}, m={self.m})"
 
     def words(self) -> tuple[int, ...]:
@@ -174,7 +202,7 @@ class MultiKrum(AggregationRule):
         n = len(ordered)
         if n <= 2 * self.f + 2 or self.m > n - self.f:
             raise AggregationError(f"{self.name} with f={self.f}, m={self.m} cannot combine {n} updates")
-        flat = [_flattened(update.tensors) for update in ordered]
+        flat = [flattened(update.tensors) for update in ordered]
         distances = np.zeros((n, n))
         for i in range(n):
             for j in range(i + 1, n):
@@ -191,10 +219,10 @@ class Krum(MultiKrum):
     code: ClassVar[int] = 4
     name: ClassVar[str] = "krum"
 
-    def __init__(self, f: int, m: int = 1) -> None:
+    def __init__(self, f: int, m: int = 1, *, outliers: float = 0.0) -> None:
         if m != 1:
             raise UsageError(f"krum selects one update (m=1); for m={m} use strategy=multikrum")
-        super().__init__(f, 1)
+        super().__init__(f, 1, outliers=outliers)
 
     @classmethod
     def from_words(cls, words: tuple[int, ...]) -> Krum:
@@ -216,13 +244,14 @@ class Clipped(AggregationRule):
     paper: ClassVar[str] = "Sun et al. 2019, Can You Really Backdoor Federated Learning?"
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not (isinstance(self.bound, (int, float)) and not isinstance(self.bound, bool)
                 and math.isfinite(self.bound) and self.bound >= 0):
             raise UsageError(f"clipped needs strategy.clip_bound >= 0 (0: the median of the round's update "
                              f"norms), got {self.bound!r}")
 
     @property
-    def description(self) -> str:
+    def summary(self) -> str:
         bound = f"{self.bound:g}" if self.bound else "the median of the round's norms"
         return f"FedAvg of the valid updates, each clipped to {bound} from the base model"
 
@@ -239,8 +268,8 @@ class Clipped(AggregationRule):
 
     def aggregate(self, updates: Sequence[WeightedUpdate], base: Tensors) -> dict[str, np.ndarray]:
         ordered = in_address_order(updates)
-        reference = _flattened(base)
-        norms = [float(np.linalg.norm(_flattened(update.tensors) - reference)) for update in ordered]
+        reference = flattened(base)
+        norms = [float(np.linalg.norm(flattened(update.tensors) - reference)) for update in ordered]
         bound = self.bound or float(np.median(norms))
         clipped = []
         for update, norm in zip(ordered, norms, strict=True):
@@ -263,7 +292,7 @@ def rule_for(code: int, parameters: bytes = bytes(8 * WORDS)) -> AggregationRule
         raise UsageError(f"the federation records aggregation rule {code}, which this fl-chain does not know "
                          f"(it knows {', '.join(f'{r.code} ({r.name})' for r in RULE_CLASSES)})")
     words = tuple(int.from_bytes(parameters[i: i + 8], "big") for i in range(0, 8 * WORDS, 8))
-    rule = RULES[code].from_words(words)
+    rule = RULES[code].from_words(words[:OUTLIER_WORD]).with_outliers(bits_float(words[OUTLIER_WORD]))
     if rule.parameters != bytes(parameters):
         raise UsageError(f"the federation records parameters 0x{bytes(parameters).hex()} for rule {rule.name}, "
                          "which are not a form this fl-chain writes")
@@ -275,7 +304,7 @@ def rule_named(strategy: Mapping[str, Any]) -> AggregationRule:
     name = strategy.get("rule", "fedavg")
     for rule in RULE_CLASSES:
         if rule.name == name:
-            return rule.from_config(strategy)
+            return rule.from_config(strategy).with_outliers(strategy.get("outlier_factor", 0.0))
     raise UsageError(f"unknown aggregation rule strategy.rule={name!r}; choose one of {RULE_NAMES}")
 
 
@@ -299,8 +328,4 @@ def _ordered_sum(stacked: np.ndarray) -> np.ndarray:
     for row in stacked[1:]:
         total += row
     return total
-
-
-def _flattened(tensors: Tensors) -> np.ndarray:
-    return np.concatenate([np.asarray(tensors[name], np.float64).reshape(-1) for name in sorted(tensors)])
 

@@ -33,7 +33,8 @@ STAGES = (
     "open_updates", "aggregate", "finalize", "attest", "evaluate", "attest_evaluate", "total",
 )
 LEADING = ("round", "scope", "participant", "train_loss")
-TRAILING = ("examples", "bytes", "gas", "excluded", *(f"seconds_{stage}" for stage in STAGES))
+TRAILING = ("examples", "bytes", "gas", "excluded", "centre_distance", "centre_cosine", "step_norm",
+            *(f"seconds_{stage}" for stage in STAGES))
 CLASSIFICATION_METRICS = ("loss", "accuracy")
 SUMMARY_FIELDS = ("round", "global_cid", "centralized")  # summary.json's `final`, besides the signed figures
 
@@ -56,13 +57,14 @@ class RoundSummary:
     exclusions: list[dict[str, str]] = field(default_factory=list)
     attempt: int = 1
     resumed: bool = False
+    outliers: list[str] = field(default_factory=list)  # excluded by the outlier test (fl_chain/outliers.py)
 
 
 ROUND_FIELDS = frozenset(RoundSummary.__dataclass_fields__)
 TYPES: dict[str, type | tuple[type, ...]] = {
     "round": int, "global_cid": str, "accepted": bool, "commitments": int, "included": int,
     "metrics": dict, "gas_used": int, "seconds": (float, int),
-    "exclusions": list, "attempt": int, "resumed": bool,
+    "exclusions": list, "attempt": int, "resumed": bool, "outliers": list,
 }
 
 
@@ -149,6 +151,7 @@ class RunLog:
             "rounds": [asdict(r) for r in self.rounds],
             "final": final,
             "gas": {"total": total_gas, "per_commitment": round(total_gas / commitments, 1) if commitments else None},
+            "outliers": flagged_participants(self.rounds),
             **(extra or {}),
         }
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
@@ -166,6 +169,21 @@ class RunLog:
         with open(self._metrics, "a", newline="") as handle:
             csv.DictWriter(handle, self.columns).writerow({key: "" if value is None else value
                                                            for key, value in row.items()})
+
+
+def flagged_participants(rounds: Sequence[RoundSummary]) -> dict[str, list[int]]:
+    """Each participant the outlier test excluded, with the rounds it was excluded in."""
+    flagged: dict[str, list[int]] = {}
+    for summary in rounds:
+        for participant in summary.outliers:
+            flagged.setdefault(participant, []).append(summary.round)
+    return dict(sorted(flagged.items(), key=lambda item: (-len(item[1]), int(item[0], 16))))
+
+
+def outlier_lines(flagged: dict[str, list[int]], rounds: int) -> list[str]:
+    """The summary's outliers in words: who the test excluded, in how many rounds and which."""
+    return [f"{participant} was excluded as an outlier in {len(numbers)} of {rounds} rounds "
+            f"({', '.join(map(str, numbers))})" for participant, numbers in flagged.items()]
 
 
 def shown_figures(metrics: dict[str, float]) -> str:

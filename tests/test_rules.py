@@ -88,7 +88,7 @@ def test_an_unknown_rule_or_parameters_are_refused_by_code_and_name() -> None:
 
 def test_a_robust_experiment_deploys_its_rule_and_parameters() -> None:
     parameters = parameters_for(compose_experiment(["strategy=trimmed_mean", "strategy.beta=0.25"]))
-    assert rule_for(parameters.aggregation_rule, parameters.rule_parameters) == TrimmedMean(0.25)
+    assert rule_for(parameters.aggregation_rule, parameters.rule_parameters) == TrimmedMean(0.25, outliers=3.0)
 
 
 def test_fedprox_is_a_training_option_recorded_as_fedavg() -> None:

@@ -89,6 +89,7 @@ class ExclusionReason(IntEnum):
     NON_FINITE = 5
     OUT_OF_BOUNDS = 6
     LATE = 7
+    OUTLIER = 8
 
     @property
     def label(self) -> str:
@@ -114,6 +115,10 @@ class ExclusionReason(IntEnum):
                 "the update of {p} for round {r} is farther from the base model than the federation's norm bound"
             ),
             ExclusionReason.LATE: "{p} committed to round {r} after the aggregator had read the round's commitments",
+            ExclusionReason.OUTLIER: (
+                "the update of {p} for round {r} is an outlier: farther from the round's median update than the "
+                "federation's outlier test allows"
+            ),
         }
         return templates.get(self, "the update of {p} for round {r} was excluded without a reason").format(
             p=participant, r=round_number)

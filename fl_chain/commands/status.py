@@ -1,8 +1,10 @@
 """`flchain status --federation FILE --url URL`: a federation as its chain sees it.
 
 Shows the federation (address, chain, admin, aggregator, parameters, latest accepted
-model), its members and every round (status, attempt, commitments, included updates,
-attestations, global model, deadline), read from the chain, not from any run directory.
+model), its members, every round (status, attempt, commitments, included updates,
+attestations, global model, deadline) and every exclusion with its reason (who was
+excluded as an outlier in several rounds first), read from the chain, not from any run
+directory.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from fl_chain.chain.federation import FederationParameters, Member, RoundState, RoundStatus
+from fl_chain.chain.federation import ExclusionReason, FederationParameters, Member, RoundState, RoundStatus
 from fl_chain.chain.federation_file import FederationFile
 from fl_chain.chain.ledger import Ledger
 from fl_chain.chain.opening import attach_federation
@@ -55,6 +57,7 @@ class FederationStatus:
     latest_model: Cid
     members: list[Member]
     rounds: list[RoundState]
+    exclusions: dict[int, list[tuple[str, ExclusionReason]]]  # each round's current attempt's
 
     @classmethod
     def read(cls, ledger: Ledger) -> FederationStatus:
@@ -74,6 +77,7 @@ class FederationStatus:
             latest_model=latest_model,
             members=ledger.members(),
             rounds=rounds,
+            exclusions={state.round: ledger.exclusions(state.round) for state in rounds},
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -99,10 +103,22 @@ class FederationStatus:
                     "dissents": state.dissents,
                     "global_model": _cid(state.global_model),
                     "deadline": _utc(state.deadline),
+                    "excluded": [{"participant": who, "reason": reason.label}
+                                 for who, reason in self.exclusions.get(state.round, [])],
                 }
                 for state in self.rounds
             ],
+            "outliers": self.outliers(),
         }
+
+    def outliers(self) -> dict[str, list[int]]:
+        """Each participant excluded as an outlier, with the rounds, most often first."""
+        flagged: dict[str, list[int]] = {}
+        for number, excluded in sorted(self.exclusions.items()):
+            for who, reason in excluded:
+                if reason == ExclusionReason.OUTLIER:
+                    flagged.setdefault(who, []).append(number)
+        return dict(sorted(flagged.items(), key=lambda item: (-len(item[1]), int(item[0], 16))))
 
     def render(self) -> str:
         parameters = self.parameters
@@ -134,6 +150,14 @@ class FederationStatus:
                     for r in self.rounds]
             lines.append(table(("round", "status", "attempt", "commitments", "included", "attestations", "dissents",
                                 "global model", "deadline (UTC)"), rows))
+        excluded = [(str(number), who, reason.label) for number, items in sorted(self.exclusions.items())
+                    for who, reason in items]
+        lines += ["", f"exclusions: {len(excluded)}"]
+        if excluded:
+            lines.append(table(("round", "participant", "reason"), excluded))
+        for who, numbers in self.outliers().items():
+            lines.append(f"  {who}: an outlier in {len(numbers)} of {len(self.rounds)} rounds "
+                         f"({', '.join(map(str, numbers))})")
         return "\n".join(lines)
 
 

@@ -54,6 +54,7 @@ from fl_chain.identity import Identity
 from fl_chain.jsonfiles import parse_json
 from fl_chain.keyfile import OpeningKey
 from fl_chain.messages import Evaluation, MalformedMessage, weighted_metrics
+from fl_chain.outliers import Screening, screen
 from fl_chain.protocol import (
     NO_RETRIES,
     Exclusion,
@@ -426,6 +427,11 @@ def _check_attempt(federation: Federation, lineage: RoundLineage, given: list[Op
         else:
             _check_exclusion(federation, lineage, line, keys, base, findings)
     if lineage.global_model is None or lineage.failed and not lineage.attestations:
+        for line in lineage.commitments:
+            if keys and line.exclusion == ExclusionReason.OUTLIER:
+                findings.unchecked(EXCLUSION_CHECK, "excluded as an outlier in an attempt that failed before its "
+                                   "model was attested: nothing was aggregated to test it against", round=number,
+                                   participant=line.participant)
         return
     _check_global_model(federation, lineage, cap, findings)
     if not keys:
@@ -544,6 +550,8 @@ def _check_exclusion(federation: Federation, lineage: RoundLineage, line: Commit
                                             f"as a valid update: {_LATE}", **where)
     elif claimed == ExclusionReason.LATE:
         _late_exclusion(line, findings, **where)
+    elif update is not None and claimed == ExclusionReason.OUTLIER:
+        return  # a valid update: whether it is an outlier is the re-aggregation's outlier test to say
     elif update is not None:
         findings.failed(EXCLUSION_CHECK, f"the aggregator excluded a valid update of {line.participant} as "
                                          f"{claimed.label}: it opens and is within the rules with {owner}'s key",
@@ -628,17 +636,20 @@ def _reaggregate(federation: Federation, lineage: RoundLineage, keys: list[Openi
             valid.append(update)
         elif update is not None and line.exclusion not in (ExclusionReason.UNAVAILABLE, ExclusionReason.LATE):
             valid.append(update)
-    if len(valid) < federation.ledger.parameters().quorum:
+    quorum = federation.ledger.parameters().quorum
+    if len(valid) < quorum:
         findings.failed("re-aggregation", f"only {len(valid)} of the updates that should be in are valid, "
                                           "below the quorum: the attempt should have failed", round=number)
         return
     try:
         rule = federation.rule
-        recomputed = cid_of(encode_global_model(federation, number, federation.privacy.combine(rule, valid,
+        screening = screen(valid, rules.base, rule.outliers, quorum)
+        recomputed = cid_of(encode_global_model(federation, number, federation.privacy.combine(rule, screening.kept,
                                                                                                rules.base)))
     except FlChainError as unusable:  # a rule this fl-chain does not know, or cannot apply to these updates
         findings.failed("re-aggregation", str(unusable), round=number)
         return
+    _check_outliers(lineage, screening, findings)
     matches = findings.expect("re-aggregation", str(lineage.global_model), str(recomputed),
                               f"{rule.description} (rule {rule.code}, as the federation records)", round=number)
     for validator, cid in lineage.dissents:
@@ -648,6 +659,24 @@ def _reaggregate(federation: Federation, lineage: RoundLineage, keys: list[Openi
         else:
             findings.failed("dissents judged", f"{validator} dissented rightly: the finalized model is not the "
                             "aggregate of the valid updates", round=number, participant=validator)
+
+
+def _check_outliers(lineage: RoundLineage, screening: Screening, findings: Findings) -> None:
+    """The federation's outlier test, re-run on the round's valid updates, must flag
+    exactly the updates excluded as outliers, and none of the included ones."""
+    scores = {score.participant: score for score in screening.scores}
+    for line in lineage.commitments:
+        where = {"round": lineage.round, "participant": line.participant}
+        score = scores.get(line.participant)
+        if score is None:
+            continue  # not a valid update: its own exclusion check has judged it
+        if line.exclusion == ExclusionReason.OUTLIER:
+            findings.expect(EXCLUSION_CHECK, "an outlier", "an outlier" if score.outlier else "within the test",
+                            f"{score.distance:.4g} from the round's median update, the test's threshold "
+                            f"{screening.threshold:.4g}", **where)
+        elif line.included and score.outlier:
+            findings.failed("outliers excluded", f"the update of {line.participant} is included but the federation's "
+                            f"outlier test flags it: {score.describe(screening.threshold)}", **where)
 
 
 # ---------------------------------------------------------------- the run's own files

@@ -100,6 +100,7 @@ def test_a_history_with_an_impersonated_attestation_does_not_verify(anvil_binary
         sent = web3.provider.make_request("eth_sendTransaction", [{"from": forged.address, "to": ledger.address,
                                                                    "data": data, "gas": hex(300_000)}])
         assert "result" in sent, sent
+        web3.eth.wait_for_transaction_receipt(sent["result"])  # anvil mines it a moment after answering
         assert ledger.round(1).status.name == "ACCEPTED"  # on the node, the forgery counted
         run = tmp_path / "run"
         describe(ledger, genesis, None).write(run / "federation.json")
