@@ -17,6 +17,7 @@ from adversarial.cast import Cast, found_cast, trainer
 from fl_chain import protocol
 from fl_chain.aggregation import WeightedUpdate
 from fl_chain.chain.federation import ExclusionReason, RoundStatus
+from fl_chain.commands.status import FederationStatus
 from fl_chain.errors import UsageError
 from fl_chain.keyfile import OpeningKey
 from fl_chain.messages import Ticket
@@ -68,6 +69,10 @@ def test_a_scaling_attacker_is_excluded_as_an_outlier_on_chain_and_verify_agrees
     result = verified(cast)
     assert result.findings.ok, [f.describe() for f in result.findings.failures]
     assert exclusion_checks(result, attacker) == ["passed", "passed"]
+    status = FederationStatus.read(cast.ledger)
+    assert status.outliers() == {attacker: [1, 2]}
+    assert status.to_json()["rounds"][0]["excluded"] == [{"participant": attacker, "reason": "outlier"}]
+    assert f"{attacker}: an outlier in 2 of 2 rounds (1, 2)" in status.render()
 
 
 def test_honest_rounds_exclude_nobody(tmp_path: Path) -> None:
