@@ -698,6 +698,7 @@ class RunFiles:
         summary = self._json("summary.json")
         if summary is not None:
             self._summary_models(summary)
+            self._summary_outliers(summary)
         evaluations = self._evaluations()
         if summary is not None and evaluations is not None:
             self._summary_metrics(summary, evaluations)
@@ -756,6 +757,24 @@ class RunFiles:
         self.findings.unchecked("unverified figures", "the reasons summary.json and metrics.csv give for exclusions "
                                                       "are the aggregator's words; the chain's Excluded events (in "
                                                       "the round tables above) are what counts")
+
+    def _summary_outliers(self, summary: Any) -> None:
+        """Who summary.json says the outlier test excluded, and in which rounds, must be
+        what the chain's Excluded events say: a publisher cannot name an honest member."""
+        on_chain: dict[str, list[int]] = {}
+        for lineage in self.accepted:
+            for line in lineage.commitments:
+                if line.exclusion == ExclusionReason.OUTLIER:
+                    on_chain.setdefault(line.participant.lower(), []).append(lineage.round)
+        claimed = summary.get("outliers", {}) if isinstance(summary, dict) else None
+        if not isinstance(claimed, dict) or not all(isinstance(who, str) and isinstance(rounds, list)
+                                                    for who, rounds in claimed.items()):
+            self.findings.failed("summary matches the chain", "summary.json's outliers are not a map of participants "
+                                 "to rounds")
+            return
+        self.findings.expect("summary matches the chain", sorted(on_chain.items()),
+                             sorted((who.lower(), rounds) for who, rounds in claimed.items()),
+                             "summary.json's outliers (who, which rounds) vs the chain's Outlier exclusions")
 
     def _evaluations(self) -> dict[int, list[Evaluation]] | None:
         """The signed evaluations of each accepted model, by round; anything unsigned, of
