@@ -17,7 +17,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from eth_account import Account
 
 from fl_chain.chain import rpc
