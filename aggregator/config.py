@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from fl_chain.chain.operator import RpcSettings
-from fl_chain.drills import parse_drills
+from fl_chain.drills import check_drill_task, parse_drills
 from fl_chain.errors import UsageError
 from fl_chain.privacy import MODES
 from fl_chain.rules import rule_named
@@ -89,8 +89,9 @@ def _check_data_files(config: dict[str, Any]) -> None:
             raise UsageError(f"task.{key}: {path} is {'not a directory' if folders else 'a directory, not a file'}")
 
 
-def validate(config: dict[str, Any]) -> None:
-    """Checks the config before anything touches a chain; each problem is one clear line."""
+def validate(config: dict[str, Any], *, deployment: bool = False) -> None:
+    """Checks the config before anything touches a chain; each problem is one clear line.
+    `deployment`: the federation's sites are real organizations, each with its own data."""
     _check_data_files(config)
     for key in ("seed", "num_participants", "rounds", "quorum", "num_validators", "attestation_threshold",
                 "round_duration", "fraction_train", "reply_timeout", "committee_size", "max_examples",
@@ -143,9 +144,10 @@ def validate(config: dict[str, Any]) -> None:
         if not holds:
             raise UsageError(message)
     rule_named(config["strategy"]).check(config["quorum"])  # its parameters, against the smallest round
-    parse_drills(config.get("drills") or [], participants)
+    drills = parse_drills(config, deployment=deployment)
     from fl_chain.tasks.catalog import check_task  # the tasks' code: only once a config is checked
 
     check_task(config)  # its name or class, and its own settings (epochs, batch size, learning rate, ...)
+    check_drill_task(drills, config)
     if config["chain"]["backend"] == "rpc":
         RpcSettings.from_config(config["chain"])

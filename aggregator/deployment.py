@@ -31,6 +31,7 @@ from fl_chain.chain.federation import experiment_of, parameter_differences, para
 from fl_chain.chain.federation_file import GENESIS_MODEL_FILE, FederationFile, write_federation_file
 from fl_chain.chain.ledger import Ledger
 from fl_chain.chain.opening import attach_federation
+from fl_chain.drills import records
 from fl_chain.errors import UsageError
 from fl_chain.identity import Identity
 from fl_chain.jsonfiles import read_json
@@ -77,7 +78,7 @@ class AggregatorFile:
 def run_deployment(grid: Grid, aggregator_file: Path, overrides: list[str], run_dir: Path) -> dict[str, Any]:
     """Runs the configured rounds on the deployed federation and fills `run_dir`."""
     config = compose_experiment(overrides)
-    validate(config)
+    validate(config, deployment=True)
     setup = AggregatorFile.read(aggregator_file)
     federation_file = FederationFile.read(setup.federation_file)
     ledger = attach_federation(federation_file, setup.chain_url)
@@ -98,7 +99,8 @@ def run_deployment(grid: Grid, aggregator_file: Path, overrides: list[str], run_
     run_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(OmegaConf.create(config), run_dir / "config.yaml")
     write_federation_file(run_dir / "federation.json", ledger, federation_file.genesis_model)
-    runlog = RunLog(run_dir, metrics=open_task(config).metrics)
+    runlog = RunLog(run_dir, metrics=open_task(config).metrics,
+                    drills=records(config, {member.index: member.address for member in ledger.members()}))
     strategy = OnChainStrategy(Federation(ledger, store, mode_of(config)), identity, _settings(config, setup, ledger),
                                _plan(config), runlog, progress)
     strategy.start(grid)

@@ -41,7 +41,7 @@ from fl_chain.chain.opening import attach_federation
 from fl_chain.consortium import SimulatedConsortium
 from fl_chain.data.preprocessing import SharedPreprocessing, SignedSummary, TableSummary
 from fl_chain.data.tables import load_own_table, summarize_table
-from fl_chain.drills import drilled, parse_drills
+from fl_chain.drills import LocalTraining, drilled, parse_drills
 from fl_chain.errors import UsageError
 from fl_chain.identity import Identity
 from fl_chain.jsonfiles import read_json
@@ -54,7 +54,7 @@ from fl_chain.seeding import derive_seed
 from fl_chain.settings import RunSettings
 from fl_chain.storage.backends import open_store
 from fl_chain.storage.blockstore import LocalStore
-from fl_chain.task import Task, Trained, evaluate_seeded, named_code, train_seeded
+from fl_chain.task import Task, Trained, evaluate_seeded, named_code, train_as
 from fl_chain.tasks.catalog import ImageSource, open_task, run_shape, task_label
 from fl_chain.tasks.objectives import Classification
 from fl_chain.tasks.supervised import ArrayData, SupervisedTask
@@ -76,6 +76,7 @@ class Node:
     summarize: Callable[[], TableSummary] | None = None  # deployments: what this site shares of its table
     watcher: Callable[[Callable[[], Identity]], Callable[[SignedCommitment], None]] | None = None
     answers: MutableMapping[tuple[int, int], dict[str, Any]] | None = None  # deployments: kept on disk
+    data_of: Callable[[int], object] | None = None  # simulations: any participant's data (for the alie drill)
 
     @cached_property
     def identity(self) -> Identity:
@@ -86,10 +87,11 @@ class Node:
     @cached_property
     def role(self) -> ParticipantRole:
         train_fn = _train_fn(self.settings, self.load_data, self.index)
-        drills = [d for d in parse_drills(self.settings.drills, self.settings.num_participants)
-                  if d.participant == self.index]
+        drills = [d for d in parse_drills(self.settings.experiment) if self.index in d.participants]
         if drills:
-            train_fn = drilled(train_fn, drills)
+            training = LocalTraining(open_task(self.settings.experiment), self.settings.seed, self.index,
+                                     self.settings.num_participants, self.load_data, self.data_of)
+            train_fn = drilled(train_fn, drills, training)
         watch = self.watcher(lambda: self.identity) if self.watcher else None
         role = ParticipantRole(self.federation, lambda: self.identity, train_fn,
                                _evaluate_fn(self.settings, self.load_data, self.index), watch)
@@ -139,12 +141,13 @@ def _simulated_node(settings_json: str, index: int) -> Node:
     check_settings(ledger, settings)
     federation = Federation(ledger, open_store(settings.store, None), mode_of(settings.experiment))
 
-    def load_data() -> object:
-        return open_task(settings.experiment).participant_data(index, run_shape(settings.experiment))
+    def data_of(participant: int) -> object:
+        return open_task(settings.experiment).participant_data(participant, run_shape(settings.experiment))
 
     participant = consortium.participants[index]
     watcher = (lambda identity: watch_in_thread(federation, identity))
-    return Node(index, participant.address, lambda: participant, federation, settings, load_data, watcher=watcher)
+    return Node(index, participant.address, lambda: participant, federation, settings, lambda: data_of(index),
+                watcher=watcher, data_of=data_of)
 
 
 @lru_cache(maxsize=2)
@@ -323,7 +326,7 @@ def _train_fn(settings: RunSettings, load_data: Callable[[], object], index: int
     task = open_task(settings.experiment)
 
     def train_fn(base: Tensors, ticket: Ticket) -> Trained:
-        return train_seeded(task, base, load_data(), derive_seed(settings.seed, ticket.round, index))
+        return train_as(task, base, load_data(), run_seed=settings.seed, round_number=ticket.round, index=index)
 
     return train_fn
 

@@ -47,7 +47,7 @@ def handle(args: argparse.Namespace) -> int:
     if out.exists():
         raise UsageError(f"{out} exists: it may name a deployed federation; choose another --out")
     config = _compose([*args.overrides, *([f"storage.dir={args.store.resolve()}"] if args.store else [])])
-    validate(config)
+    validate(config, deployment=True)
     if config["chain"]["backend"] != "rpc":
         raise UsageError("flchain deploy needs a node that outlives it: chain=rpc chain.url=URL chain.keystore=FILE")
     if not config["chain"].get("keystore"):

@@ -26,6 +26,7 @@ from fl_chain.chain.federation_file import write_federation_file
 from fl_chain.chain.ledger import Ledger
 from fl_chain.chain.opening import open_chain
 from fl_chain.consortium import SimulatedConsortium
+from fl_chain.drills import records
 from fl_chain.errors import ChainError, FlChainError, StoreError, UsageError
 from fl_chain.identity import Identity
 from fl_chain.jsonfiles import read_json
@@ -159,7 +160,10 @@ def run_experiment(config: dict[str, Any], run_dir: Path, drive: Drive,
         experiment.progress.note(f"federation {ledger.address} on chain {opened.chain.chain_id}, genesis model "
                                  f"{experiment.genesis}")
         write_federation_file(run_dir / "federation.json", ledger, experiment.genesis, consortium.seed_accounts)
-        runlog = RunLog(run_dir, metrics=experiment.task.metrics)
+        drills = _drills(config, consortium)
+        if drills:
+            experiment.progress.note(f"drills: {'; '.join(drill['label'] for drill in drills)}")
+        runlog = RunLog(run_dir, metrics=experiment.task.metrics, drills=drills)
         experiment.train(ledger, consortium.aggregator, opened.url, runlog, drive)
         return experiment.finish(ledger, runlog)
 
@@ -187,7 +191,7 @@ def resume_experiment(run_dir: Path, config: dict[str, Any], drive: Drive,
         if differences:
             raise UsageError(f"federation {ledger.address} was deployed for another experiment than {run_dir}'s "
                              f"config.yaml describes: {'; '.join(differences)}")
-        runlog = RunLog(run_dir, metrics=experiment.task.metrics, resume=True)
+        runlog = RunLog(run_dir, metrics=experiment.task.metrics, resume=True, drills=_drills(config, consortium))
         experiment.progress.note(f"fl-chain: resuming {run_dir} on federation {ledger.address} "
                                  f"({len(runlog.rounds)} of {config['rounds']} rounds recorded)")
         experiment.train(ledger, consortium.aggregator, opened.url, runlog, drive)
@@ -223,6 +227,11 @@ def _quiet_frameworks() -> None:
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     warnings.filterwarnings("ignore", category=FutureWarning, module="ray")
+
+
+def _drills(config: dict[str, Any], consortium: SimulatedConsortium) -> list[dict[str, Any]]:
+    """The run's drills for its summary, each participant named by its address too."""
+    return records(config, {index: participant.address for index, participant in enumerate(consortium.participants)})
 
 
 def _check_rounds_ran(runlog: RunLog) -> None:

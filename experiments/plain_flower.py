@@ -17,7 +17,7 @@ from flwr.simulation import run_simulation
 
 from fl_chain.seeding import derive_seed
 from fl_chain.settings import RunSettings
-from fl_chain.task import Task, evaluate_seeded, train_seeded
+from fl_chain.task import Task, evaluate_seeded, train_as
 from fl_chain.tasks.catalog import open_task, run_shape
 
 client_app = ClientApp()
@@ -36,7 +36,7 @@ def _local(message: Message, context: Context) -> tuple[RunSettings, int, Task, 
 def train_round(message: Message, context: Context) -> Message:
     settings, index, task, data, weights = _local(message, context)
     round_number = int(message.content["config"]["server-round"])
-    trained = train_seeded(task, weights, data, derive_seed(settings.seed, round_number, index))
+    trained = train_as(task, weights, data, run_seed=settings.seed, round_number=round_number, index=index)
     content = RecordDict({"arrays": ArrayRecord(list(trained.tensors.values())),
                           "metrics": MetricRecord({**trained.metrics, "num-examples": trained.examples})})
     return Message(content, reply_to=message)

@@ -4,7 +4,9 @@ metrics.csv has one row per participant per round (scope "participant") and one 
 round (scope "round"); empty cells are figures that do not apply to that scope. Its
 figure columns are the task's own (`Task.metrics`: loss and accuracy, or loss, mse and
 r2, ...): a participant's row holds its signed evaluation, a round's row their
-example-weighted mean; `train_loss` is what a participant says its training loss was. Rows are
+example-weighted mean; `train_loss` is what a participant says its training loss was; `drills`
+names the drills (fl_chain/drills.py) active in the row's round (and, on a participant's row,
+its own), and summary.json lists them all under `drills`. Rows are
 appended and flushed as they happen, so an interrupted run keeps what it measured, and
 rounds.jsonl keeps each finished round's summary so a resumed run can write the same
 summary.json an uninterrupted one would. evaluations.jsonl keeps every participant's
@@ -33,7 +35,7 @@ STAGES = (
     "open_updates", "aggregate", "finalize", "attest", "evaluate", "attest_evaluate", "total",
 )
 LEADING = ("round", "scope", "participant", "train_loss")
-TRAILING = ("examples", "bytes", "gas", "excluded", "centre_distance", "centre_cosine", "step_norm",
+TRAILING = ("examples", "bytes", "gas", "excluded", "centre_distance", "centre_cosine", "step_norm", "drills",
             *(f"seconds_{stage}" for stage in STAGES))
 CLASSIFICATION_METRICS = ("loss", "accuracy")
 SUMMARY_FIELDS = ("round", "global_cid", "centralized")  # summary.json's `final`, besides the signed figures
@@ -72,11 +74,14 @@ class RunLog:
     """Writes metrics.csv, rounds.jsonl and summary.json into a run directory.
 
     `metrics` names the task's figures (its metrics.csv columns); `resume=True` keeps what
-    an interrupted run already wrote and carries on after it.
+    an interrupted run already wrote and carries on after it; `drills` are the run's drills
+    as summary.json lists them (fl_chain.drills.records).
     """
 
-    def __init__(self, run_dir: Path, *, metrics: Sequence[str] = CLASSIFICATION_METRICS, resume: bool = False) -> None:
+    def __init__(self, run_dir: Path, *, metrics: Sequence[str] = CLASSIFICATION_METRICS, resume: bool = False,
+                 drills: Sequence[dict[str, Any]] = ()) -> None:
         self.run_dir = Path(run_dir)
+        self.drills = list(drills)
         self._metrics = self.run_dir / "metrics.csv"
         self._rounds = self.run_dir / "rounds.jsonl"
         self._evaluations = self.run_dir / EVALUATIONS_FILE
@@ -94,12 +99,12 @@ class RunLog:
                     **figures: Any) -> None:
         """A participant's row: its signed evaluation's figures and its own (unverified) ones."""
         self._append({"round": round_number, "scope": "participant", "participant": participant,
-                      **self._figures(signed), **figures}, seconds)
+                      **self._figures(signed), **figures, "drills": self._drills_in(round_number, participant)}, seconds)
 
     def round(self, summary: RoundSummary, seconds: dict[str, float]) -> None:
         self.rounds.append(summary)
         self._append({"round": summary.round, "scope": "round", "participant": "", "gas": summary.gas_used,
-                      **self._figures(summary.metrics)}, seconds)
+                      **self._figures(summary.metrics), "drills": self._drills_in(summary.round)}, seconds)
         with open(self._rounds, "a") as handle:
             handle.write(json.dumps(asdict(summary)) + "\n")
 
@@ -152,10 +157,17 @@ class RunLog:
             "final": final,
             "gas": {"total": total_gas, "per_commitment": round(total_gas / commitments, 1) if commitments else None},
             "outliers": flagged_participants(self.rounds),
+            "drills": self.drills,
             **(extra or {}),
         }
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
         return summary
+
+    def _drills_in(self, round_number: int, participant: str | None = None) -> str | None:
+        """The labels of the drills active in a round (of `participant`'s, if given)."""
+        labels = [d["label"] for d in self.drills if round_number in d["rounds"]
+                  and (participant is None or participant.lower() in (a.lower() for a in d["addresses"]))]
+        return "; ".join(labels) or None
 
     def _figures(self, signed: dict[str, float]) -> dict[str, float]:
         """The signed figures metrics.csv has a column for (a task may report more)."""

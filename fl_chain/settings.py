@@ -94,7 +94,3 @@ class RunSettings:
     def task(self) -> dict[str, Any]:
         return dict(self.experiment["task"])
 
-    @property
-    def drills(self) -> list[dict[str, Any]]:
-        return list(self.experiment.get("drills") or [])
-

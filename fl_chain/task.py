@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from fl_chain.errors import UsageError
-from fl_chain.seeding import seeded_globals
+from fl_chain.seeding import derive_seed, seeded_globals
 
 Weights = Mapping[str, np.ndarray]
 
@@ -118,6 +118,12 @@ def train_seeded(task: Task, weights: Weights, data: Any, seed: int) -> Trained:
     """`task.train`, with the global generators seeded first (and restored after)."""
     with seeded_globals(seed):
         return task.train(weights, data, seed=seed)
+
+
+def train_as(task: Task, weights: Weights, data: Any, *, run_seed: int, round_number: int, index: int) -> Trained:
+    """Participant `index`'s training in `round_number` of a run seeded `run_seed`, with the
+    seed it always trains with (so a drill that re-trains it gets the same bytes)."""
+    return train_seeded(task, weights, data, derive_seed(run_seed, round_number, index))
 
 
 def evaluate_seeded(task: Task, weights: Weights, data: Any, seed: int) -> Evaluated:

@@ -69,8 +69,12 @@ CASES = [
     # values only the data can judge (loaded before the chain starts)
     pytest.param(("run", "drills=[{{participant:1,round:1,kind:explode}}]"), "drill kind 'explode' is not one of",
                  id="drill-kind"),
-    pytest.param(("run", "drills=[{{participant:7,round:1,kind:crash}}]"), "names no participant index, round or "
-                 "attempt of this run", id="drill-participant"),
+    pytest.param(("run", "drills=[{{participant:7,round:1,kind:crash}}]"), "names participant 7, not one of this "
+                 "run's 0..4", id="drill-participant"),
+    pytest.param(("run", "drills=[{{participant:1,kind:scale,sigma:2}}]"), "scale takes factor, not sigma",
+                 id="drill-attack-parameter"),
+    pytest.param(("run", "task=diabetes", "drills=[{{participant:1,kind:label_flip}}]"), "a label_flip drill flips "
+                 "class labels, so it needs a built-in classification task; diabetes is not one", id="drill-label-flip"),
     pytest.param(("run", "partition.alpha=0"), "dirichlet alpha must be positive", id="dirichlet-alpha"),
     pytest.param(("run", "num_participants=600"), "num_participants must be between 1 and the 569 rows",
                  id="more-participants-than-rows"),
