@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from fl_chain.chain.operator import RpcSettings
+from fl_chain.consortium import ADMISSION_CAPS
 from fl_chain.drills import check_drill_task, parse_drills
 from fl_chain.errors import UsageError
 from fl_chain.privacy import MODES
@@ -118,6 +119,8 @@ def validate(config: dict[str, Any], *, deployment: bool = False) -> None:
          f"committee_size {config['committee_size']} must be 0 (every validator) or between attestation_threshold "
          f"({config['attestation_threshold']}) and num_validators ({config['num_validators']})"),
         (1 <= config["max_examples"] < 2**64, f"max_examples must be at least 1, got {config['max_examples']}"),
+        (config.get("admission_caps", "own") in ADMISSION_CAPS,
+         f"admission_caps must be one of {', '.join(ADMISSION_CAPS)}, got {config.get('admission_caps')!r}"),
         (0 < config["max_update_norm"] < float("inf"),
          f"max_update_norm must be a positive number, got {config['max_update_norm']}"),
         (0 < config["fraction_train"] <= 1, f"fraction_train must be in (0, 1], got {config['fraction_train']}"),

@@ -25,7 +25,7 @@ from fl_chain.chain.federation import FederationParameters, experiment_of, param
 from fl_chain.chain.federation_file import write_federation_file
 from fl_chain.chain.ledger import Ledger
 from fl_chain.chain.opening import open_chain
-from fl_chain.consortium import SimulatedConsortium
+from fl_chain.consortium import SimulatedConsortium, admission_caps
 from fl_chain.drills import records
 from fl_chain.errors import ChainError, FlChainError, StoreError, UsageError
 from fl_chain.identity import Identity
@@ -88,9 +88,8 @@ class Experiment:
         return parameters_for(self.config)
 
     def example_caps(self) -> list[int]:
-        """Each participant may claim at most its own training set's size (and the federation's maximum)."""
-        return [min(self.task.train_examples(self.task.participant_data(index, self.run)), self.config["max_examples"])
-                for index in range(self.run.num_participants)]
+        """What each participant may claim (`admission_caps`: its own training set's size, or the federation's maximum)."""
+        return admission_caps(self.task, self.run, self.config)
 
     def new_consortium(self) -> SimulatedConsortium:
         """The run's parties, their keys saved in keys/ before anything uses them. Accounts

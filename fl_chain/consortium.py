@@ -11,8 +11,10 @@ anyone who read the seed could otherwise act as every role and take the balances
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from eth_account import Account
@@ -25,10 +27,23 @@ from fl_chain.identity import Identity
 from fl_chain.jsonfiles import read_json, write_private_json
 from fl_chain.keyfile import write_key_file
 from fl_chain.storage.cid import Cid
+from fl_chain.task import RunShape, Task
 
 MEMBERS_PER_TRANSACTION = 500
 KEYS_FORMAT = "fl-chain-consortium/1"
 KEYS_FILE = "consortium.json"
+
+
+ADMISSION_CAPS = ("own", "federation")
+
+
+def admission_caps(task: Task, run: RunShape, config: Mapping[str, Any]) -> list[int]:
+    """The example cap each simulated participant is admitted with (`config.admission_caps`):
+    its own training set's size, or the federation's `max_examples` for everyone."""
+    most = int(config["max_examples"])
+    if config.get("admission_caps", "own") == "federation":
+        return [most] * run.num_participants
+    return [min(task.train_examples(task.participant_data(index, run)), most) for index in range(run.num_participants)]
 
 
 def seeded_participant_address(seed: int, index: int) -> str:
