@@ -80,7 +80,7 @@ def run(config: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     composed = [_experiment(_partition_overrides(p))["partition"] for p in config["partitions"]]
     partitions = {_partition_label(partition): partition for partition in composed}
     progress = Progress(len(config["tasks"]) * len(partitions) * len(config["seeds"]) * (1 + len(config["strategies"])))
-    with _runs_directory(config["runs_dir"]) as runs_dir:
+    with runs_directory(config["runs_dir"]) as runs_dir:
         measurements = [m for task in config["tasks"] for label, partition in partitions.items()
                         for seed in config["seeds"]
                         for m in _measure(config, task, label, partition, seed, runs_dir, progress)]
@@ -106,7 +106,7 @@ def run(config: dict[str, Any], out_dir: Path) -> dict[str, Any]:
 
 
 @contextmanager
-def _runs_directory(runs_dir: str | None) -> Iterator[Path]:
+def runs_directory(runs_dir: str | None) -> Iterator[Path]:
     if runs_dir is not None:
         yield Path(runs_dir)
         return

@@ -7,6 +7,9 @@ attack as a drill on a seeded `fraction` of the participants) and replays it in-
 standard deviation over seeds), the detection rate (attacker updates left out of the
 aggregate: refused by the contract or excluded by the aggregator, over attacker updates
 offered) and the false-positive rate (honest updates left out, over honest updates).
+
+The cells listed under `on_chain` also run as real fl-chain runs (experiments.harness on
+the embedded chain); their accuracy, model and outliers are reported next to the replay's.
 """
 
 from __future__ import annotations
@@ -24,9 +27,13 @@ from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
+from omegaconf import OmegaConf
 
 from aggregator.config import compose_experiment, validate
+from experiments.harness import run_experiment
+from experiments.simulation import simulate
 from experiments.suites import environment
+from experiments.suites.accuracy import runs_directory
 from fl_chain.bench.robustness import rate, replay
 from fl_chain.errors import FlChainError
 
@@ -118,11 +125,14 @@ def run(config: dict[str, Any], out_dir: Path) -> dict[str, Any]:
         detection = "" if measurement.detection is None else f", detection {measurement.detection:.0%}"
         print(f"[robustness {number}/{len(todo)}] {cell.label}: {outcome}{detection} in {measurement.seconds:.1f} s "
               f"({time.perf_counter() - started:.0f} s elapsed)", file=sys.stderr, flush=True)
+    with runs_directory(config.get("runs_dir")) as runs_dir:
+        on_chain = [on_chain_run(config, Cell(**spec), runs_dir) for spec in config["on_chain"]]
     results = {
         "suite": "robustness",
-        "config": config,
+        "config": {key: value for key, value in config.items() if key != "runs_dir"},  # a path of this machine
         "seconds": round(time.perf_counter() - started, 1),
         "measurements": [dataclasses.asdict(m) for m in measurements],
+        "on_chain": on_chain,
         "aggregates": aggregate(measurements),
         "environment": environment.describe(),
     }
@@ -131,6 +141,28 @@ def run(config: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     (out_dir / "results.md").write_text(markdown(results))
     plot(results, out_dir / "robustness.png")
     return results
+
+
+def on_chain_run(config: dict[str, Any], cell: Cell, runs_dir: Path) -> dict[str, Any]:
+    """`cell` as a real fl-chain run, next to its replay: the same final model is expected."""
+    experiment = experiment_of(config, cell)
+    run_dir = runs_dir / cell.label.replace(" ", "_").replace("@", "_")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(experiment)))
+    started = time.perf_counter()
+    replayed = replay(experiment)
+    try:
+        summary = run_experiment(experiment, run_dir, simulate)
+    except FlChainError as error:
+        return {**dataclasses.asdict(cell), "accuracy": None, "reason": str(error),
+                "replay_accuracy": None if replayed.stopped else replayed.metrics["accuracy"]}
+    seconds = round(time.perf_counter() - started, 1)
+    print(f"[robustness on chain] {cell.label}: accuracy {summary['final']['accuracy']:.4f} in {seconds:.0f} s",
+          file=sys.stderr, flush=True)
+    return {**dataclasses.asdict(cell), "accuracy": summary["final"]["accuracy"], "seconds": seconds,
+            "global_cid": summary["final"]["global_cid"], "rounds_accepted": len(summary["rounds"]),
+            "outliers": summary["outliers"], "replay_accuracy": replayed.metrics["accuracy"],
+            "replay_outlier_rounds": sum(len(rounds) for rounds in replayed.outliers.values())}
 
 
 # ---------------------------------------------------------------- figures
@@ -235,6 +267,20 @@ def markdown(results: dict[str, Any]) -> str:
         fedavg = "n/a" if target["fedavg"] is None else f"{target['fedavg']:.3f}"
         lines.append(f"| {target['federation']} | {target['attack']} | {target['clean_fedavg']:.3f} | {fedavg} | "
                      f"{target['best_rule']} | {target['best']:.3f} | {'yes' if target['within_target'] else 'NO'} |")
+    if results["on_chain"]:
+        lines += ["", "## On chain", "", "The acceptance cells as real fl-chain runs (embedded chain; updates sealed, "
+                  "committed, excluded and attested on chain), next to their in-process replay.", "",
+                  "| cell | accuracy on chain | replayed | outlier exclusions on chain (rounds) | rounds accepted |",
+                  "|---|---:|---:|---|---:|"]
+        for run in results["on_chain"]:
+            if run["accuracy"] is None:
+                lines.append(f"| {run['rule']} {_attack_label(run['attack'], run['share'])} | n/a ({run['reason']}) | "
+                             f"{run['replay_accuracy'] or 'n/a'} | | |")
+                continue
+            excluded = "; ".join(f"{who[:10]}…: {len(rounds)} of {run['rounds_accepted']}"
+                                 for who, rounds in run["outliers"].items()) or "none"
+            lines.append(f"| {run['rule']} {_attack_label(run['attack'], run['share'])} | {run['accuracy']:.4f} | "
+                         f"{run['replay_accuracy']:.4f} | {excluded} | {run['rounds_accepted']} |")
     lines += ["", "## Settings", "", *_notes(results), "", "## Environment", "", environment.markdown()]
     return "\n".join(lines) + "\n"
 
