@@ -88,12 +88,30 @@ class RunLog:
         self.columns = columns(metrics)
         if resume and self._metrics.is_file():
             self.rounds = [self._summary(number, line) for number, line in enumerate(self._read_rounds(), start=1)]
+            self._adopt_columns()
             return
         self.rounds = []
         self._rounds.write_text("")
         self._evaluations.write_text("")
         with open(self._metrics, "w", newline="") as handle:
             csv.writer(handle).writerow(self.columns)
+
+    def _adopt_columns(self) -> None:
+        """A run resumed by a newer fl-chain may have fewer columns: its rows are rewritten
+        under this version's header (new cells empty), so appended rows line up."""
+        with open(self._metrics, newline="") as handle:
+            reader = csv.DictReader(handle)
+            if tuple(reader.fieldnames or ()) == self.columns:
+                return
+            rows = list(reader)
+        unknown = set(reader.fieldnames or ()) - set(self.columns)
+        if unknown:
+            raise UsageError(f"{self._metrics} has columns this fl-chain does not write ({', '.join(sorted(unknown))}): "
+                             "resume it with the version that started it")
+        with open(self._metrics, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, self.columns, restval="")
+            writer.writeheader()
+            writer.writerows(rows)
 
     def participant(self, round_number: int, participant: str, seconds: dict[str, float], signed: dict[str, float],
                     **figures: Any) -> None:
