@@ -8,6 +8,7 @@ key re-computes it exactly.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -77,3 +78,27 @@ def test_a_rule_deployed_with_parameters_its_guarantee_forbids_is_refused_by_eve
     with pytest.raises(UsageError, match=r"krum with f=2 needs more than 2f \+ 2 = 6 updates .* the quorum is 5"):
         cast.coordinator(rounds=1, max_attempts=1).run()
     assert cast.ledger.round(1).status != RoundStatus.ACCEPTED
+
+
+@dataclasses.dataclass(frozen=True)
+class FedAvgFederation(protocol.Federation):
+    """A validator's view of the federation that combines with FedAvg whatever the chain says."""
+
+    @property
+    def rule(self) -> AggregationRule:
+        return FedAvg()
+
+
+def test_a_validator_recomputing_with_another_rule_than_the_chains_dissents_and_accepts_nothing(
+        tmp_path: Path) -> None:
+    """With every validator needed (threshold 3), its dissent blocks the round; its CID is
+    not the model's, so under any threshold its attestation counts toward nothing."""
+    cast = found_cast(tmp_path, quorum=5, threshold=3, max_update_norm=1e6, rule=Median())
+    stray = cast.consortium.validators[0]
+    wrong = FedAvgFederation(cast.federation.ledger, cast.federation.store)
+    train, evaluate = trainer(0)
+    cast.roles[stray.address] = ParticipantRole(wrong, lambda: stray, train, evaluate)
+    with pytest.raises(protocol.ProtocolError):
+        cast.coordinator(rounds=1, max_attempts=1).run()
+    state = cast.ledger.round(1)
+    assert state.status == RoundStatus.FAILED and state.dissents == 1 and state.attestations == 2
