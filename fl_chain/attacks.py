@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fl_chain.errors import UsageError
+from fl_chain.floatbits import finite
 from fl_chain.seeding import derive_seed
 from fl_chain.task import Task, Trained, Weights
 
@@ -225,9 +226,11 @@ def _parameters_of(kind: str) -> tuple[str, ...]:
 def _number(kind: str, name: str, value: object) -> float | int:
     """A parameter's value as its type: examples an integer, the others any number."""
     whole = name == "examples"
-    if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)):
-        raise UsageError(f"the {kind} attack's {name} must be {'an integer' if whole else 'a number'}, got {value!r}")
-    return value if whole else float(value)
+    number = value if whole and isinstance(value, int) and not isinstance(value, bool) else finite(value)
+    if number is None or (whole and not isinstance(value, int)):
+        raise UsageError(f"the {kind} attack's {name} must be {'an integer' if whole else 'a finite number'}, "
+                         f"got {value!r}")
+    return number
 
 
 def _listed(names: Sequence[str]) -> str:

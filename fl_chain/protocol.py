@@ -570,12 +570,17 @@ def judge(federation: Federation, validator: Identity, round_number: int,
 def _screening_disputes(screening: Screening, included: set[str],
                         exclusions: Mapping[str, ExclusionReason]) -> list[str]:
     """What a validator's own outlier test says the aggregator got wrong: an outlier it
-    included, or a valid update that passes the test and was left out anyway."""
+    included or recorded under another reason, or a valid update that passes the test
+    and was left out anyway."""
     disputes = []
     for update in screening.outliers:
+        claimed = exclusions.get(update.sender)
         if update.sender in included:
             disputes.append(f"{update.sender} is included but is an outlier: "
                             f"{screening.score_of(update.sender).describe(screening.threshold)}")
+        elif claimed != ExclusionReason.OUTLIER:  # a valid update, accused on chain of something it did not do
+            disputes.append(f"{update.sender} was excluded as {claimed.label if claimed else 'nothing'}, but its "
+                            "update is valid: it is an outlier, and must be recorded as one")
     for update in screening.kept:
         claimed = exclusions.get(update.sender)
         if update.sender not in included:

@@ -76,7 +76,6 @@ class RoundCoordinator:
         self.checkpoint = checkpoint or (lambda _round, _point: None)
         self._exclusions: list[tuple[str, str]] = []
         self._scores: dict[str, UpdateScore] = {}  # the outlier test's, of each valid update of the round
-        self._outliers: set[str] = set()  # whose updates the test excluded this round
         self._metrics: dict[str, dict[str, float]] = {}  # each participant's own figures
         self._signed: dict[str, dict[str, float]] = {}  # each participant's signed evaluation
         self._evaluations: list[Evaluation] = []
@@ -106,7 +105,7 @@ class RoundCoordinator:
         stopwatch = Stopwatch()
         gas_before = self.ledger.chain.gas_used
         self._exclusions, self._metrics, self._signed, self._evaluations, self._attest_gas = [], {}, {}, [], 0
-        self._scores, self._outliers = {}, set()
+        self._scores = {}
         self.gas = {}
         resumed = self.ledger.round(round_number).status != RoundStatus.NONE
         with stopwatch("total"):
@@ -125,7 +124,7 @@ class RoundCoordinator:
             exclusions=[{"participant": participant, "reason": reason} for participant, reason in self._exclusions],
             attempt=state.attempt,
             resumed=resumed,
-            outliers=sorted(self._outliers, key=lambda address: int(address, 16)),
+            outliers=self._outliers_on_chain(round_number),
         )
         self._record_participants(round_number)
         self.runlog.evaluations(self._evaluations)
@@ -251,7 +250,6 @@ class RoundCoordinator:
         with self._stage(stopwatch, "aggregate"):
             screened, screening = self.screen(round_number, collected, rules.base)
         self._scores = {score.participant: score for score in screening.scores}
-        self._outliers |= {update.sender for update in screening.outliers}
         for exclusion in screened.exclusions[len(collected.exclusions):]:
             self._exclude(exclusion.participant, exclusion.reason)
         collected = screened
@@ -273,6 +271,12 @@ class RoundCoordinator:
         with its reason): what the round aggregates and the contract accounts for."""
         return protocol.collect(self.federation, self.aggregator.x25519_private, round_number, rules,
                                 stopwatch=stopwatch)
+
+    def _outliers_on_chain(self, round_number: int) -> list[str]:
+        """Whose updates the accepted attempt excluded as outliers, as the chain records it
+        (an earlier failed attempt's, or a resumed run's, would otherwise be misreported)."""
+        return sorted((who for who, reason in self.ledger.exclusions(round_number) if reason == ExclusionReason.OUTLIER),
+                      key=lambda address: int(address, 16))
 
     def screen(self, round_number: int, collected: protocol.CollectedUpdates,
                base: protocol.Tensors) -> tuple[protocol.CollectedUpdates, Screening]:

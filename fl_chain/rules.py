@@ -27,7 +27,7 @@ import numpy as np
 
 from fl_chain.aggregation import WeightedUpdate, federated_average, flattened, in_address_order
 from fl_chain.errors import AggregationError, UsageError
-from fl_chain.floatbits import bits_float, float_bits
+from fl_chain.floatbits import bits_float, finite, float_bits
 
 Tensors = Mapping[str, np.ndarray]
 WORDS = 4  # the contract's bytes32 of rule parameters: four big-endian 64-bit words
@@ -47,11 +47,11 @@ class AggregationRule(ABC):
     paper: ClassVar[str]
 
     def __post_init__(self) -> None:
-        factor = self.outliers
-        if not (isinstance(factor, (int, float)) and not isinstance(factor, bool) and math.isfinite(factor)
-                and math.copysign(1.0, factor) > 0 and (factor == 0 or 1 <= factor <= MAX_OUTLIER_FACTOR)):
+        factor = finite(self.outliers)
+        if not (factor is not None and math.copysign(1.0, factor) > 0
+                and (factor == 0 or 1 <= factor <= MAX_OUTLIER_FACTOR)):
             raise UsageError(f"strategy.outlier_factor must be 0 (no outlier test) or in [1, {MAX_OUTLIER_FACTOR:g}] "
-                             f"(a multiple of the round's median distance to its centre), got {factor!r}")
+                             f"(a multiple of the round's median distance to its centre), got {self.outliers!r}")
 
     @property
     def description(self) -> str:
@@ -127,7 +127,8 @@ class TrimmedMean(AggregationRule):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not (isinstance(self.beta, (int, float)) and not isinstance(self.beta, bool) and 0 <= self.beta < 0.5):
+        beta = finite(self.beta)
+        if not (beta is not None and 0 <= beta < 0.5):
             raise UsageError(f"trimmed_mean needs 0 <= strategy.beta < 0.5 (the share trimmed at each end), "
                              f"got {self.beta!r}")
 
@@ -245,8 +246,8 @@ class Clipped(AggregationRule):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not (isinstance(self.bound, (int, float)) and not isinstance(self.bound, bool)
-                and math.isfinite(self.bound) and self.bound >= 0):
+        bound = finite(self.bound)
+        if not (bound is not None and bound >= 0):
             raise UsageError(f"clipped needs strategy.clip_bound >= 0 (0: the median of the round's update "
                              f"norms), got {self.bound!r}")
 

@@ -154,7 +154,7 @@ BAD_DRILLS = [
     ("{participant:1,round:2,kind:crash,attempt:4}", "names attempt 4, not one of this run's 1..3"),
     ("{participant:1,round:2,kind:hang}", "a hang drill needs seconds in (0, 3600.0]"),
     ("{participant:1,kind:scale,factor:inf}", "the scale attack's factor must be a finite number, got inf"),
-    ("{participant:1,kind:scale,factor:big}", "the scale attack's factor must be a number, got 'big'"),
+    ("{participant:1,kind:scale,factor:big}", "the scale attack's factor must be a finite number, got 'big'"),
     ("{participant:1,kind:noise}", "the noise attack needs sigma"),
     ("{participant:1,kind:noise,sigma:0}", "the noise attack's sigma must be a positive finite number, got 0.0"),
     ("{participant:1,kind:label_flip,rate:0}", "the label_flip attack's rate must be in (0, 1], got 0.0"),

@@ -22,6 +22,8 @@ from hexbytes import HexBytes
 from web3 import Web3
 from web3.exceptions import ContractLogicError, TransactionNotFound
 
+from fl_chain.jsonfiles import parse_json
+
 _QUANTITY_FIELDS = {"gas", "gasPrice", "value", "nonce", "maxFeePerGas", "maxPriorityFeePerGas", "chainId", "type"}
 
 
@@ -160,7 +162,7 @@ class RpcBridge:
 
         def _reply_to(body: bytes) -> Any:
             try:
-                request = json.loads(body)
+                request = parse_json(body)  # depth-checked: py-evm lifts the recursion limit this process runs under
             except ValueError as error:
                 return {"jsonrpc": "2.0", "id": None, "error": {"code": -32700, "message": f"not JSON: {error}"}}
             if isinstance(request, list):
@@ -168,7 +170,7 @@ class RpcBridge:
             return _answer(request)
 
         def _answer(request: Any) -> dict[str, Any]:
-            if not isinstance(request, dict):
+            if not (isinstance(request, dict) and isinstance(request.get("method", ""), str)):
                 return {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": "not a JSON-RPC request"}}
             reply: dict[str, Any] = {"jsonrpc": "2.0", "id": request.get("id")}
             handler = handlers.get(request.get("method", ""))

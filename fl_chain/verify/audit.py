@@ -682,6 +682,35 @@ def _check_outliers(lineage: RoundLineage, screening: Screening, findings: Findi
 # ---------------------------------------------------------------- the run's own files
 
 
+def _claimed_outliers(summary: Any) -> tuple[dict[str, list[int]] | None, dict[int, list[str]] | None]:
+    """summary.json's outliers, top-level and per accepted round, in lower case; None for
+    either when it is malformed (not a map, not round numbers, a participant named twice)."""
+    if not isinstance(summary, dict):
+        return None, None
+    top = summary.get("outliers", {})
+    claimed: dict[str, list[int]] | None = {}
+    if not isinstance(top, dict) or not all(isinstance(who, str) and isinstance(rounds, list)
+                                            and all(type(n) is int for n in rounds) for who, rounds in top.items()):
+        claimed = None
+    else:
+        claimed = {who.lower(): rounds for who, rounds in top.items()}
+        if len(claimed) != len(top):
+            claimed = None
+    per_round: dict[int, list[str]] | None = {}
+    rounds = summary.get("rounds")
+    for entry in rounds if isinstance(rounds, list) else []:
+        if not (isinstance(entry, dict) and entry.get("accepted")):
+            continue
+        listed = entry.get("outliers", [])
+        if type(entry.get("round")) is not int or not isinstance(listed, list) or not all(
+                isinstance(who, str) for who in listed):
+            per_round = None
+            break
+        if listed:
+            per_round[entry["round"]] = sorted(who.lower() for who in listed)
+    return claimed, per_round
+
+
 class RunFiles:
     """Checks the files a run directory holds against the chain: each malformed file is
     one finding, never a crash."""
@@ -759,22 +788,25 @@ class RunFiles:
                                                       "the round tables above) are what counts")
 
     def _summary_outliers(self, summary: Any) -> None:
-        """Who summary.json says the outlier test excluded, and in which rounds, must be
-        what the chain's Excluded events say: a publisher cannot name an honest member."""
+        """Who summary.json says the outlier test excluded, and in which rounds (the
+        top-level map and each round's list), must be what the chain's Excluded events
+        say: a publisher cannot name an honest member."""
         on_chain: dict[str, list[int]] = {}
+        by_round: dict[int, list[str]] = {}
         for lineage in self.accepted:
             for line in lineage.commitments:
                 if line.exclusion == ExclusionReason.OUTLIER:
                     on_chain.setdefault(line.participant.lower(), []).append(lineage.round)
-        claimed = summary.get("outliers", {}) if isinstance(summary, dict) else None
-        if not isinstance(claimed, dict) or not all(isinstance(who, str) and isinstance(rounds, list)
-                                                    for who, rounds in claimed.items()):
-            self.findings.failed("summary matches the chain", "summary.json's outliers are not a map of participants "
-                                 "to rounds")
+                    by_round.setdefault(lineage.round, []).append(line.participant.lower())
+        claimed, claimed_rounds = _claimed_outliers(summary)
+        if claimed is None or claimed_rounds is None:
+            self.findings.failed("summary matches the chain", "summary.json's outliers are not a map of distinct "
+                                 "participants to round numbers, with each round's a list of participants")
             return
-        self.findings.expect("summary matches the chain", sorted(on_chain.items()),
-                             sorted((who.lower(), rounds) for who, rounds in claimed.items()),
-                             "summary.json's outliers (who, which rounds) vs the chain's Outlier exclusions")
+        self.findings.expect("summary matches the chain", (on_chain, {n: sorted(w) for n, w in by_round.items()}),
+                             (claimed, claimed_rounds),
+                             "summary.json's outliers (who, which rounds; and each round's) vs the chain's Outlier "
+                             "exclusions")
 
     def _evaluations(self) -> dict[int, list[Evaluation]] | None:
         """The signed evaluations of each accepted model, by round; anything unsigned, of
