@@ -59,17 +59,17 @@ class Screening:
 
 
 def screen(updates: Sequence[WeightedUpdate], base: Tensors, factor: float, keep: int) -> Screening:
-    """Scores `updates` and, with a `factor`, flags those farther than factor x the median
-    distance from the centre; at least `keep` updates (the quorum) are always kept."""
+    """Scores `updates` and flags those farther than `factor` x the median distance from
+    the centre; at least `keep` updates (the quorum) are always kept. Factor 0: no test."""
     ordered = in_address_order(updates)
-    if not ordered:
-        return Screening((), (), (), math.inf)
+    if not ordered or not factor:  # no test, no scores: they cost a float64 copy of every update
+        return Screening(tuple(ordered), (), (), math.inf)
     reference = flattened(base)
     steps = [flattened(update.tensors) - reference for update in ordered]
     centre_step = np.median(np.stack(steps), axis=0)
     centre_norm = _norm(centre_step)
     distances = [_norm(step - centre_step) for step in steps]
-    threshold = factor * float(np.median(distances)) if factor else math.inf
+    threshold = factor * float(np.median(distances))
     flagged_order = sorted((i for i, d in enumerate(distances) if d > threshold),
                            key=lambda i: (-distances[i], int(ordered[i].sender, 16)))
     flagged = set(flagged_order[: max(0, len(ordered) - keep)])

@@ -665,16 +665,19 @@ def _check_outliers(lineage: RoundLineage, screening: Screening, findings: Findi
     """The federation's outlier test, re-run on the round's valid updates, must flag
     exactly the updates excluded as outliers, and none of the included ones."""
     scores = {score.participant: score for score in screening.scores}
+    flagged = {update.sender for update in screening.outliers}
+    kept = {update.sender for update in screening.kept}
     for line in lineage.commitments:
         where = {"round": lineage.round, "participant": line.participant}
         score = scores.get(line.participant)
-        if score is None:
+        if line.participant not in flagged | kept:
             continue  # not a valid update: its own exclusion check has judged it
         if line.exclusion == ExclusionReason.OUTLIER:
-            findings.expect(EXCLUSION_CHECK, "an outlier", "an outlier" if score.outlier else "within the test",
-                            f"{score.distance:.4g} from the round's median update, the test's threshold "
-                            f"{screening.threshold:.4g}", **where)
-        elif line.included and score.outlier:
+            measured = (f"{score.distance:.4g} from the round's median update, the test's threshold "
+                        f"{screening.threshold:.4g}") if score else "the federation records no outlier test"
+            findings.expect(EXCLUSION_CHECK, "an outlier", "an outlier" if line.participant in flagged
+                            else "within the test", measured, **where)
+        elif line.included and score is not None and score.outlier:
             findings.failed("outliers excluded", f"the update of {line.participant} is included but the federation's "
                             f"outlier test flags it: {score.describe(screening.threshold)}", **where)
 
