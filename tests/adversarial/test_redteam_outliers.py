@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from adversarial.cast import Cast, found_cast, trainer
+from adversarial.cast import Altered, Cast, found_cast, trainer
 from adversarial.test_outliers import ATTACKER, RULE, BentTest, attacked_cast, verified
 from fl_chain import protocol
 from fl_chain.chain.federation import ExclusionReason, RoundStatus
@@ -96,25 +96,19 @@ def test_per_round_outliers_naming_an_honest_member_are_flagged(tmp_path: Path) 
 
 # ---------------------------------------------------------------- honest runs verify cleanly
 
-class FirstAttemptDissenter:
+def first_attempt_dissenter(cast: Cast, index: int) -> Altered:
     """A validator that dissents in attempt 1 only (then behaves)."""
+    identity, honest = cast.participant(index), cast.roles[cast.address(index)]
 
-    def __init__(self, cast: Cast, index: int) -> None:
-        self.cast, self.identity, self.honest = cast, cast.participant(index), cast.roles[cast.address(index)]
-
-    def train(self, payload: dict[str, Any]) -> dict[str, Any]:
-        return self.honest.train(payload)
-
-    def evaluate(self, payload: dict[str, Any]) -> dict[str, Any]:
-        return self.honest.evaluate(payload)
-
-    def attest(self, payload: dict[str, Any]) -> dict[str, Any]:
+    def attest(payload: Mapping[str, Any]) -> dict[str, Any]:
         number = int(payload["round"])
-        if self.cast.ledger.round(number).attempt > 1:
-            return self.honest.attest(payload)
+        if cast.ledger.round(number).attempt > 1:
+            return honest.attest(payload)
         nonsense = Cid.parse("bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy")
-        protocol.attest(self.cast.federation, self.identity, number, nonsense)
+        protocol.attest(cast.federation, identity, number, nonsense)
         return {"attestation": {}, "metrics": {}}
+
+    return Altered(honest, attest=attest)
 
 
 def test_an_outlier_of_a_failed_attempt_does_not_make_an_honest_run_fail_verify(tmp_path: Path) -> None:
@@ -132,7 +126,7 @@ def test_an_outlier_of_a_failed_attempt_does_not_make_an_honest_run_fail_verify(
     cast.roles[identity.address] = ParticipantRole(cast.federation, lambda: identity, first_attempt_only, evaluate)
     first = min((v.address for v in cast.consortium.validators), key=lambda a: int(a, 16))
     index = next(i for i in range(5) if cast.address(i) == first)
-    coordinator = cast.coordinator({first: FirstAttemptDissenter(cast, index)}, rounds=1)
+    coordinator = cast.coordinator({first: first_attempt_dissenter(cast, index)}, rounds=1)
     coordinator.run()
     state = cast.ledger.round(1)
     assert state.status == RoundStatus.ACCEPTED and state.attempt == 2
